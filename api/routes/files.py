@@ -1,0 +1,108 @@
+"""HTTP routes for /v1/files: upload, list, retrieve, download content, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
+from api.uploads import check_declared_size, receive_upload
+from models import files
+from models.schemas import MAX_LIST_LIMIT, FileDeleted, FileRead, ListPage
+from models.settings import Settings, get_settings
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "purpose": {"type": "string", "enum": ["fine-tune"]},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def refuse_oversized_upload(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+    """Runs before authentication, so an oversized body is refused before anything else is done."""
+    check_declared_size(request, settings.max_upload_bytes)
+
+
+@router.post("", dependencies=[Depends(refuse_oversized_upload)], openapi_extra=_UPLOAD_BODY)
+async def upload_file(
+    request: Request, tenant_id: TenantDep, session: SessionDep, store: StoreDep, settings: SettingsDep
+) -> FileRead:
+    upload = await receive_upload(request, store, settings.max_upload_bytes)
+
+    def _register() -> FileRead:
+        try:
+            filename = files.clean_filename(upload.filename)
+            purpose = files.parse_purpose(upload.fields.get("purpose"))
+            row = files.create_file(
+                session,
+                store,
+                tenant_id=tenant_id,
+                filename=filename,
+                purpose=purpose,
+                uploaded_path=upload.temporary_path,
+                size_bytes=upload.size_bytes,
+                sha256=upload.sha256,
+            )
+        finally:
+            upload.temporary_path.unlink(missing_ok=True)
+        session.commit()
+        return FileRead.from_row(row)
+
+    return await run_in_threadpool(_register)
+
+
+@router.get("")
+def list_files(
+    tenant_id: TenantDep,
+    session: SessionDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 20,
+    purpose: str | None = None,
+) -> ListPage[FileRead]:
+    rows, has_more = files.list_files(session, tenant_id, after=after, limit=limit, purpose=purpose)
+    data = [FileRead.from_row(row) for row in rows]
+    return ListPage[FileRead](
+        data=data, has_more=has_more, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
+    )
+
+
+@router.get("/{file_id}")
+def retrieve_file(file_id: str, tenant_id: TenantDep, session: SessionDep) -> FileRead:
+    return FileRead.from_row(files.get_file(session, tenant_id, file_id))
+
+
+@router.get("/{file_id}/content", response_class=FileResponse)
+def download_file_content(file_id: str, tenant_id: TenantDep, session: SessionDep, store: StoreDep) -> FileResponse:
+    row = files.get_file(session, tenant_id, file_id)
+    session.close()
+    return FileResponse(
+        store.path(row.blob_key),
+        media_type="application/octet-stream",
+        filename=row.filename,
+        headers={"etag": f'"{row.sha256}"'},
+    )
+
+
+@router.delete("/{file_id}")
+def delete_file(file_id: str, tenant_id: TenantDep, session: SessionDep, store: StoreDep) -> FileDeleted:
+    row = files.delete_file(session, tenant_id, file_id)
+    session.commit()
+    store.delete(row.blob_key)
+    return FileDeleted(id=row.id, deleted=True)

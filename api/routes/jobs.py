@@ -1,0 +1,94 @@
+"""HTTP routes for /v1/fine_tuning/jobs: create, list, retrieve, cancel, events, checkpoints, weights."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+
+from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
+from models import artifacts, checkpoints, events, jobs, queue
+from models.schemas import MAX_LIST_LIMIT, CheckpointRead, EventRead, JobCreate, JobRead, ListPage
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+
+LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)]
+
+
+@router.post("")
+def create_fine_tuning_job(
+    spec: JobCreate, tenant_id: TenantDep, session: SessionDep, settings: SettingsDep
+) -> JobRead:
+    job = jobs.create_job(session, tenant_id, spec)
+    session.commit()
+    # After the commit: a worker that receives the id finds the row. Should sending fail, the job
+    # stays `queued` in the database, which is the source of truth.
+    queue.enqueue_job_run(settings.broker_url, job.id)
+    return JobRead.from_row(job)
+
+
+@router.get("")
+def list_fine_tuning_jobs(
+    request: Request, tenant_id: TenantDep, session: SessionDep, after: str | None = None, limit: LimitQuery = 20
+) -> ListPage[JobRead]:
+    metadata = {
+        key.removeprefix("metadata[").removesuffix("]"): value
+        for key, value in request.query_params.items()
+        if key.startswith("metadata[") and key.endswith("]")
+    }
+    rows, has_more = jobs.list_jobs(session, tenant_id, after=after, limit=limit, metadata=metadata or None)
+    data = [JobRead.from_row(row) for row in rows]
+    return ListPage[JobRead](
+        data=data, has_more=has_more, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
+    )
+
+
+@router.get("/{job_id}")
+def retrieve_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDep) -> JobRead:
+    return JobRead.from_row(jobs.get_job(session, tenant_id, job_id))
+
+
+@router.post("/{job_id}/cancel")
+def cancel_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDep) -> JobRead:
+    job = jobs.cancel_job(session, tenant_id, job_id)
+    session.commit()
+    return JobRead.from_row(job)
+
+
+@router.get("/{job_id}/events")
+def list_fine_tuning_events(
+    job_id: str, tenant_id: TenantDep, session: SessionDep, after: str | None = None, limit: LimitQuery = 20
+) -> ListPage[EventRead]:
+    job = jobs.get_job(session, tenant_id, job_id)
+    rows, has_more = events.list_events(session, job.id, after=after, limit=limit)
+    data = [EventRead.from_row(row) for row in rows]
+    return ListPage[EventRead](
+        data=data, has_more=has_more, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
+    )
+
+
+@router.get("/{job_id}/checkpoints")
+def list_fine_tuning_checkpoints(
+    job_id: str, tenant_id: TenantDep, session: SessionDep, after: str | None = None, limit: LimitQuery = 10
+) -> ListPage[CheckpointRead]:
+    job = jobs.get_job(session, tenant_id, job_id)
+    rows, has_more = checkpoints.list_checkpoints(session, job.id, after=after, limit=limit)
+    data = [CheckpointRead.from_row(row, checkpoints.checkpoint_model_name(job, row)) for row in rows]
+    return ListPage[CheckpointRead](
+        data=data, has_more=has_more, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
+    )
+
+
+@router.get("/{job_id}/weights", response_class=FileResponse)
+def download_fine_tuned_weights(job_id: str, tenant_id: TenantDep, session: SessionDep, store: StoreDep) -> FileResponse:
+    """A tar of a Hugging Face model folder; supports Range requests, and its ETag is the sha256."""
+    job = jobs.get_job(session, tenant_id, job_id)
+    artifact = artifacts.get_weights_artifact(session, job)
+    session.close()
+    return FileResponse(
+        store.path(artifact.blob_key),
+        media_type="application/x-tar",
+        filename=f"{job.id}.tar",
+        headers={"etag": f'"{artifact.sha256}"', "x-checksum-sha256": artifact.sha256},
+    )

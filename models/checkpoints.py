@@ -1,0 +1,70 @@
+"""Checkpoint records: one per epoch end, written by the run that owns the job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models import events
+from models.errors import InvalidRequest
+from models.ids import IdPrefix, is_well_formed, new_id
+from models.jobs import ensure_run_owns_job, fine_tuned_model_name
+from models.tables import Checkpoint, Job
+
+
+def record_checkpoint(
+    session: Session,
+    job_id: str,
+    attempt: int,
+    *,
+    step: int,
+    epoch: int,
+    metrics: dict[str, float],
+    blob_key: str,
+) -> Checkpoint:
+    """Insert a checkpoint whose files are already published at `blob_key`. Raises LeaseLost. No commit."""
+    ensure_run_owns_job(session, job_id, attempt)
+    row = Checkpoint(
+        id=new_id(IdPrefix.checkpoint),
+        job_id=job_id,
+        attempt=attempt,
+        step=step,
+        epoch=epoch,
+        metrics=metrics,
+        blob_key=blob_key,
+    )
+    session.add(row)
+    events.append_event(session, job_id, f"Checkpoint saved at step {step} (epoch {epoch})", data={"step": step})
+    return row
+
+
+def list_checkpoints(
+    session: Session, job_id: str, *, after: str | None, limit: int
+) -> tuple[list[Checkpoint], bool]:
+    """Newest first; `after` is the last checkpoint id of the previous page. Returns (rows, has_more)."""
+    query = select(Checkpoint).where(Checkpoint.job_id == job_id)
+    if after is not None:
+        cursor = session.get(Checkpoint, after) if is_well_formed(after, IdPrefix.checkpoint) else None
+        if cursor is None or cursor.job_id != job_id:
+            raise InvalidRequest(f"after: {after!r} is not a checkpoint of this job", param="after")
+        query = query.where(
+            (Checkpoint.step < cursor.step) | ((Checkpoint.step == cursor.step) & (Checkpoint.id < cursor.id))
+        )
+    rows = list(session.scalars(query.order_by(Checkpoint.step.desc(), Checkpoint.id.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def checkpoint_model_name(job: Job, checkpoint: Checkpoint) -> str:
+    return f"{fine_tuned_model_name(job)}:ckpt-step-{checkpoint.step}"
+
+
+def latest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
+    return session.scalar(
+        select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc()).limit(1)
+    )
+
+
+def describe_metrics(metrics: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={value:.4f}" for name, value in sorted(metrics.items()) if isinstance(value, float))

@@ -1,0 +1,153 @@
+"""Uploaded files: validated before they become visible, owned by one tenant, deleted only when unused."""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.data_formats import FileSummary, detect_format, summarize_file
+from models.errors import InvalidFile, InvalidRequest, InvalidTransition, NotFound
+from models.ids import IdPrefix, is_well_formed, new_id
+from models.schemas import FilePurpose, FileStatus
+from models.states import TERMINAL_STATUSES
+from models.storage import ArtifactStore
+from models.tables import File, Job, utc_now
+
+MAX_FILENAME_CHARS = 255
+
+
+def clean_filename(raw: str | None) -> str:
+    """The display name of an upload: its last path component, never used to build a path.
+
+    Raises InvalidRequest for control characters, which no honest client sends.
+    """
+    if not raw:
+        return "upload"
+    if any(unicodedata.category(char) == "Cc" for char in raw):
+        raise InvalidRequest("file: the filename contains control characters", param="file")
+    name = PureWindowsPath(PurePosixPath(raw).name).name.strip()
+    if name in ("", ".", ".."):
+        return "upload"
+    return name[:MAX_FILENAME_CHARS]
+
+
+def parse_purpose(raw: str | None) -> FilePurpose:
+    if raw != FilePurpose.fine_tune.value:
+        raise InvalidRequest(
+            f"purpose must be '{FilePurpose.fine_tune.value}' (got {raw!r})", param="purpose"
+        )
+    return FilePurpose.fine_tune
+
+
+def create_file(
+    session: Session,
+    store: ArtifactStore,
+    *,
+    tenant_id: str,
+    filename: str,
+    purpose: FilePurpose,
+    uploaded_path: Path,
+    size_bytes: int,
+    sha256: str,
+) -> File:
+    """Validate a fully received upload, publish its blob and insert its row as `processed`.
+
+    `uploaded_path` is a temporary file inside the store; on any error it is removed and nothing is
+    published. Raises InvalidFile naming the offending line. Does not commit.
+    """
+    try:
+        if size_bytes == 0:
+            raise InvalidFile("file is empty", param="file")
+        with uploaded_path.open("rb") as handle:
+            first_bytes = handle.read(64)
+        summary = summarize_file(uploaded_path, detect_format(filename, first_bytes))
+        file_id = new_id(IdPrefix.file)
+        blob_key = f"files/{tenant_id}/{file_id}"
+        store.publish(uploaded_path, blob_key)
+    finally:
+        uploaded_path.unlink(missing_ok=True)
+    row = _file_row(file_id, tenant_id, filename, purpose, size_bytes, sha256, blob_key, summary)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_file(session: Session, tenant_id: str, file_id: str) -> File:
+    """The tenant's live file; another tenant's or a deleted file is NotFound, exactly like a missing one."""
+    row = session.get(File, file_id) if is_well_formed(file_id, IdPrefix.file) else None
+    if row is None or row.tenant_id != tenant_id or row.deleted_at is not None:
+        raise NotFound(f"No such File object: {file_id}", param="file_id")
+    return row
+
+
+def list_files(
+    session: Session, tenant_id: str, *, after: str | None, limit: int, purpose: str | None
+) -> tuple[list[File], bool]:
+    """Newest first; returns (files, has_more)."""
+    query = select(File).where(File.tenant_id == tenant_id, File.deleted_at.is_(None))
+    if purpose is not None:
+        query = query.where(File.purpose == purpose)
+    if after is not None:
+        cursor = get_file_for_cursor(session, tenant_id, after)
+        query = query.where(
+            (File.created_at < cursor.created_at) | ((File.created_at == cursor.created_at) & (File.id < cursor.id))
+        )
+    rows = list(session.scalars(query.order_by(File.created_at.desc(), File.id.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def get_file_for_cursor(session: Session, tenant_id: str, after: str) -> File:
+    try:
+        return get_file(session, tenant_id, after)
+    except NotFound:
+        raise InvalidRequest(f"after: {after!r} is not one of your files", param="after") from None
+
+
+def delete_file(session: Session, tenant_id: str, file_id: str) -> File:
+    """Mark a file deleted; refused while an unfinished job still needs it. Does not commit.
+
+    The caller removes the blob after committing, so a failed commit never loses content.
+    """
+    row = get_file(session, tenant_id, file_id)
+    users = session.scalars(
+        select(Job.id).where(
+            (Job.training_file_id == row.id) | (Job.validation_file_id == row.id),
+            Job.status.not_in([status.value for status in TERMINAL_STATUSES]),
+        )
+    ).all()
+    if users:
+        raise InvalidTransition(
+            f"file {file_id} is used by unfinished job {users[0]}; cancel it or wait for it to end", param="file_id"
+        )
+    row.deleted_at = utc_now()
+    return row
+
+
+def _file_row(
+    file_id: str,
+    tenant_id: str,
+    filename: str,
+    purpose: FilePurpose,
+    size_bytes: int,
+    sha256: str,
+    blob_key: str,
+    summary: FileSummary,
+) -> File:
+    return File(
+        id=file_id,
+        tenant_id=tenant_id,
+        filename=filename,
+        purpose=purpose.value,
+        size_bytes=size_bytes,
+        sha256=sha256,
+        status=FileStatus.processed.value,
+        blob_key=blob_key,
+        data_format=summary.data_format.value,
+        record_count=summary.record_count,
+        has_text_pair=summary.has_text_pair,
+        label_kind=summary.label_kind,
+        label_counts=summary.label_counts,
+    )

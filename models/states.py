@@ -1,0 +1,45 @@
+"""The fine-tuning job state machine: statuses, legal moves, and which states are final."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    """OpenAI's job statuses; the values are the API strings."""
+
+    validating_files = "validating_files"
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(
+    {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
+)
+
+# Every legal move. A terminal status has no way out; everything else may be cancelled.
+# running → queued is the hand-back of a run whose process was lost (its lease expired).
+ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.validating_files: frozenset({JobStatus.queued, JobStatus.failed, JobStatus.cancelled}),
+    JobStatus.queued: frozenset({JobStatus.running, JobStatus.failed, JobStatus.cancelled}),
+    JobStatus.running: frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled, JobStatus.queued}),
+    JobStatus.succeeded: frozenset(),
+    JobStatus.failed: frozenset(),
+    JobStatus.cancelled: frozenset(),
+}
+
+
+def can_transition(current: JobStatus, target: JobStatus) -> bool:
+    return target in ALLOWED_TRANSITIONS[current]
+
+
+def sources_of(target: JobStatus) -> frozenset[JobStatus]:
+    """The statuses from which `target` may be reached: the WHERE clause of a compare-and-set."""
+    return frozenset(source for source, targets in ALLOWED_TRANSITIONS.items() if target in targets)
+
+
+def is_terminal(status: JobStatus) -> bool:
+    return status in TERMINAL_STATUSES

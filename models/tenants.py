@@ -1,0 +1,93 @@
+"""Tenants and their API keys: keys are random, shown once, stored only as a hash."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.errors import InvalidRequest, NotFound, Unauthorized
+from models.ids import IdPrefix, new_id
+from models.tables import ApiKey, Tenant, utc_now
+
+KEY_PREFIX = "sk-graft-"
+_KEY_ALPHABET = string.ascii_letters + string.digits
+_LOOKUP_CHARS, _SECRET_CHARS = 12, 40  # 62^40 ≈ 2^238 bits of secret: a fast hash is enough at rest
+
+
+def create_tenant(session: Session, name: str) -> Tenant:
+    """Insert a tenant; raises InvalidRequest if the name is taken. Does not commit."""
+    if session.scalar(select(Tenant).where(Tenant.name == name)) is not None:
+        raise InvalidRequest(f"tenant {name!r} already exists", param="tenant")
+    tenant = Tenant(id=new_id(IdPrefix.tenant), name=name)
+    session.add(tenant)
+    session.flush()
+    return tenant
+
+
+def find_tenant(session: Session, name: str) -> Tenant:
+    tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        raise NotFound(f"no tenant named {name!r}", param="tenant")
+    return tenant
+
+
+def get_or_create_tenant(session: Session, name: str) -> Tenant:
+    existing = session.scalar(select(Tenant).where(Tenant.name == name))
+    return existing if existing is not None else create_tenant(session, name)
+
+
+def create_api_key(session: Session, tenant: Tenant) -> tuple[ApiKey, str]:
+    """A new key for `tenant`; returns the row and the plaintext, which is never stored. Does not commit."""
+    lookup = _random_text(_LOOKUP_CHARS)
+    secret = _random_text(_SECRET_CHARS)
+    row = ApiKey(
+        id=new_id(IdPrefix.api_key), tenant_id=tenant.id, lookup_prefix=lookup, secret_sha256=_digest(secret)
+    )
+    session.add(row)
+    session.flush()
+    return row, f"{KEY_PREFIX}{lookup}_{secret}"
+
+
+def authenticate(session: Session, presented_key: str) -> str:
+    """The tenant id behind a bearer key; raises Unauthorized for a malformed, unknown or revoked key."""
+    lookup, secret = _split_key(presented_key)
+    row = session.scalar(select(ApiKey).where(ApiKey.lookup_prefix == lookup))
+    # Compare a digest even when the key is unknown, so timing does not reveal which lookups exist.
+    expected = row.secret_sha256 if row is not None else _digest("")
+    if not hmac.compare_digest(expected, _digest(secret)) or row is None or row.revoked_at is not None:
+        raise Unauthorized("Incorrect API key provided.")
+    return row.tenant_id
+
+
+def revoke_api_key(session: Session, key_id: str) -> None:
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        raise NotFound(f"no API key {key_id!r}", param="key_id")
+    if row.revoked_at is None:
+        row.revoked_at = utc_now()
+
+
+def _split_key(presented_key: str) -> tuple[str, str]:
+    body = presented_key.removeprefix(KEY_PREFIX)
+    lookup, separator, secret = body.partition("_")
+    if (
+        not presented_key.startswith(KEY_PREFIX)
+        or not separator
+        or len(lookup) != _LOOKUP_CHARS
+        or len(secret) != _SECRET_CHARS
+    ):
+        raise Unauthorized("Incorrect API key provided.")
+    return lookup, secret
+
+
+def _random_text(length: int) -> str:
+    return "".join(secrets.choice(_KEY_ALPHABET) for _ in range(length))
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
