@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 from models.errors import InvalidFile
 
@@ -105,11 +104,12 @@ def summarize_file(path: Path, data_format: DataFormat) -> FileSummary:
 
 def iter_records(path: Path, data_format: DataFormat) -> Iterator[ClassificationRecord]:
     """Every record of the file, in order; the worker trains on exactly what validation accepted."""
-    with path.open("rb") as handle:
-        if data_format is DataFormat.jsonl:
-            yield from _iter_jsonl(handle)
-        else:
-            yield from _iter_csv(handle)
+    if data_format is DataFormat.jsonl:
+        with path.open("rb") as binary:
+            yield from _iter_jsonl(binary)
+    else:
+        with path.open("r", encoding="utf-8-sig", errors="strict", newline="") as text:
+            yield from _iter_csv(text)
 
 
 def _iter_jsonl(handle: BinaryIO) -> Iterator[ClassificationRecord]:
@@ -139,10 +139,9 @@ def _iter_jsonl(handle: BinaryIO) -> Iterator[ClassificationRecord]:
         yield _record_from_mapping(value, line_number)
 
 
-def _iter_csv(handle: BinaryIO) -> Iterator[ClassificationRecord]:
+def _iter_csv(text: TextIO) -> Iterator[ClassificationRecord]:
     csv.field_size_limit(MAX_RECORD_BYTES)
-    text_stream = io.TextIOWrapper(handle, encoding="utf-8", errors="strict", newline="")
-    reader = csv.reader(text_stream)
+    reader = csv.reader(text)
     try:
         header = next(reader)
     except StopIteration:

@@ -82,3 +82,10 @@ def session_scope(database_url: str) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def close_engine(database_url: str) -> None:
+    """Close every pooled connection to `database_url` and forget its engine."""
+    engine = _ENGINES.pop(database_url, None)
+    if engine is not None:
+        engine.dispose()

@@ -188,6 +188,10 @@ def renew_lease(session: Session, job_id: str, attempt: int, *, lease_seconds: i
 
 def record_progress(session: Session, job_id: str, attempt: int, **values: Any) -> None:
     """Write a run's progress fields (progress, trained_tokens, parameter counts); raises LeaseLost."""
+    _fenced_update(session, job_id, attempt, values)
+
+
+def _fenced_update(session: Session, job_id: str, attempt: int, values: dict[str, Any]) -> None:
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.running.value)
@@ -199,8 +203,12 @@ def record_progress(session: Session, job_id: str, attempt: int, **values: Any) 
 
 
 def ensure_run_owns_job(session: Session, job_id: str, attempt: int) -> None:
-    """Raise LeaseLost unless attempt `attempt` is still the running owner of the job."""
-    record_progress(session, job_id, attempt)
+    """Raise LeaseLost unless attempt `attempt` is still the running owner of the job.
+
+    A no-op write rather than a read: it takes the row lock, so the caller's other writes in this
+    transaction cannot interleave with a cancel.
+    """
+    _fenced_update(session, job_id, attempt, {"attempt": attempt})
 
 
 def complete_job(session: Session, job_id: str, attempt: int, *, trained_tokens: int) -> str | None:

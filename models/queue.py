@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import sqlite3
 from enum import StrEnum
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 from celery import Celery
+from sqlalchemy.engine import make_url
+
+# The embedded broker is kombu's SQLAlchemy transport on a SQLite file (bench/broker.py: the
+# filesystem transport lost messages under concurrent producers; SQLite in WAL mode did not).
+EMBEDDED_BROKER_SCHEME = "sqla+sqlite"
+SQLITE_BROKER_LOCK_WAIT_SECONDS = 30
 
 
 class TaskName(StrEnum):
@@ -26,8 +35,32 @@ def _producer(broker_url: str) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=3,
         task_default_queue=QueueName.training.value,
+        broker_transport_options=broker_transport_options(broker_url),
     )
     return app
+
+
+def is_embedded_broker(broker_url: str) -> bool:
+    return broker_url.startswith(f"{EMBEDDED_BROKER_SCHEME}:")
+
+
+def broker_transport_options(broker_url: str) -> dict[str, Any]:
+    """Options both producer and worker must share. The SQLAlchemy transport hands them to create_engine."""
+    if is_embedded_broker(broker_url):
+        return {"connect_args": {"timeout": SQLITE_BROKER_LOCK_WAIT_SECONDS}}
+    return {}
+
+
+def prepare_embedded_broker(broker_url: str) -> None:
+    """Put the embedded broker's SQLite file in WAL mode (persistent), so producers don't block the worker."""
+    if not is_embedded_broker(broker_url):
+        return
+    database = make_url(broker_url.removeprefix("sqla+")).database
+    if not database or database == ":memory:":
+        return
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(database, timeout=SQLITE_BROKER_LOCK_WAIT_SECONDS) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
 
 
 def enqueue_job_run(broker_url: str, job_id: str) -> None:

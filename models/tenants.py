@@ -91,3 +91,7 @@ def _random_text(length: int) -> str:
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def has_any_tenant(session: Session) -> bool:
+    return session.scalar(select(Tenant.id).limit(1)) is not None

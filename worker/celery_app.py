@@ -1,0 +1,52 @@
+"""The Celery application of the workers: JSON only, one job at a time, early acknowledgement.
+
+Ack policy: the message is acknowledged when a worker takes it (Celery's default early ack). The
+database decides whether a job runs: a worker claims the job row by compare-and-set and holds a
+lease renewed by heartbeats. With late acks, Redis would redeliver any job running longer than the
+visibility timeout (an hour by default; fine-tuning runs for hours) and, with
+task_reject_on_worker_lost, loop a poison job forever. A message lost with a killed worker is
+recovered from the database instead (a `running` job whose lease expired), never from the broker.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from models.db import dispose_engines_after_fork
+from models.queue import QueueName, broker_transport_options, is_embedded_broker
+from models.settings import Settings, get_settings
+
+EMBEDDED_BROKER_POLL_SECONDS = 0.2
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    app = Celery("graft", broker=settings.broker_url, include=["worker.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],  # never pickle: workers trust what the broker hands them
+        result_serializer="json",
+        task_ignore_result=True,
+        task_acks_late=False,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        task_default_queue=QueueName.training.value,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        broker_transport_options=broker_transport_options(settings.broker_url),
+    )
+    if is_embedded_broker(settings.broker_url):
+        # The SQLAlchemy transport passes broker_transport_options to create_engine, so its poll
+        # interval (1 s by default) can only be set on the transport class.
+        from kombu.transport.sqlalchemy import Transport
+
+        Transport.polling_interval = EMBEDDED_BROKER_POLL_SECONDS
+    return app
+
+
+@worker_process_init.connect
+def _forget_inherited_connections(**_: object) -> None:
+    dispose_engines_after_fork()
+
+
+celery_app = create_celery_app(get_settings())

@@ -1,0 +1,99 @@
+"""The training process: `python -m worker.child JOB_ID ATTEMPT RESULT_PATH`, started by the runner.
+
+It trains one job and writes how it ended to RESULT_PATH as JSON: {"status": "succeeded",
+"manifest", "trained_tokens"} or {"status": "failed", "code", "message"}. Exit status 0 or 1
+follows; 3 means the run lost its job (cancelled or taken over) and reports nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from models.artifacts import weights_blob_key
+from models.db import session_scope
+from models.errors import JobErrorCode
+from models.jobs import LeaseLost
+from models.settings import Settings
+from models.storage import ArtifactStore
+from models.tables import BaseModel, File, Job
+from worker.progress import DatabaseReporter
+from worker.training.config import TrainingConfig
+from worker.training.recipe import FineTuningRecipe, describe_run
+from worker.training.reporting import TrainingFailure
+
+EXIT_SUCCEEDED, EXIT_FAILED, EXIT_LOST_JOB = 0, 1, 3
+MAX_MESSAGE_CHARS = 300
+
+
+def load_training_config(database_url: str, job_id: str, artifact_root: Path) -> TrainingConfig:
+    with session_scope(database_url) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise LookupError(f"job {job_id} does not exist")
+        base_model = session.get(BaseModel, job.base_model_id)
+        training = session.get(File, job.training_file_id)
+        validation = session.get(File, job.validation_file_id) if job.validation_file_id else None
+        if base_model is None or training is None:
+            raise TrainingFailure(JobErrorCode.invalid_training_data, "the job's base model or file is gone")
+        return TrainingConfig.from_rows(job, base_model, training, validation, artifact_root)
+
+
+def train_job(settings: Settings, job_id: str, attempt: int) -> dict[str, Any]:
+    store = ArtifactStore(settings.artifacts)
+    config = load_training_config(settings.database_url, job_id, store.root)
+    reporter = DatabaseReporter(settings.database_url, job_id, attempt)
+    reporter.message("Training process started", data=describe_run(config))
+    recipe = FineTuningRecipe(config, store, reporter)
+    recipe.setup()
+    trained_tokens = recipe.train()
+    manifest = recipe.export(weights_blob_key(job_id))
+    reporter.message(f"Exported the fine-tuned model ({manifest.size_bytes} bytes, sha256 {manifest.sha256[:12]}…)")
+    return {"status": "succeeded", "manifest": asdict(manifest), "trained_tokens": trained_tokens}
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [training] %(message)s")
+    job_id, attempt, result_path = argv[0], int(argv[1]), Path(argv[2])
+    settings = Settings()
+    try:
+        result = train_job(settings, job_id, attempt)
+        exit_code = EXIT_SUCCEEDED
+    except LeaseLost:
+        logging.info("job %s: run %d no longer owns the job; stopping", job_id, attempt)
+        return EXIT_LOST_JOB
+    except TrainingFailure as failure:
+        result = {"status": "failed", "code": failure.code.value, "message": failure.message}
+        exit_code = EXIT_FAILED
+    except MemoryError:
+        result = {
+            "status": "failed",
+            "code": JobErrorCode.out_of_memory.value,
+            "message": "ran out of memory; lower hyperparameters.batch_size or max_length",
+        }
+        exit_code = EXIT_FAILED
+    except Exception as error:
+        traceback.print_exc()
+        result = {
+            "status": "failed",
+            "code": _classify(error).value,
+            "message": f"training failed: {type(error).__name__}: {str(error)[:MAX_MESSAGE_CHARS]}",
+        }
+        exit_code = EXIT_FAILED
+    result_path.write_text(json.dumps(result), encoding="utf-8")
+    return exit_code
+
+
+def _classify(error: Exception) -> JobErrorCode:
+    if type(error).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing CUDA here
+        return JobErrorCode.out_of_memory
+    return JobErrorCode.internal_error
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

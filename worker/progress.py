@@ -1,0 +1,112 @@
+"""Reporting a run to the database: events, progress, metrics and checkpoints, fenced by attempt."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from models import checkpoints, events, jobs
+from models.checkpoints import describe_metrics
+from models.db import session_scope
+from models.events import EventType
+from worker.training.reporting import StepProgress
+
+MIN_SECONDS_BETWEEN_STEP_EVENTS = 1.0
+
+
+class DatabaseReporter:
+    """A TrainingReporter that writes through `models`; every write raises LeaseLost once the run lost the job.
+
+    Step metrics are written at most once a second (the loss is averaged over the steps in
+    between), and always for the first and the last step.
+    """
+
+    def __init__(self, database_url: str, job_id: str, attempt: int) -> None:
+        self._database_url = database_url
+        self._job_id = job_id
+        self._attempt = attempt
+        self._created = time.perf_counter()
+        self._last_write = 0.0
+        self._loss_sum = 0.0
+        self._loss_steps = 0
+
+    def run_started(self, *, trainable_parameters: int, total_parameters: int, total_steps: int, examples: int) -> None:
+        share = 100.0 * trainable_parameters / max(total_parameters, 1)
+        with session_scope(self._database_url) as session:
+            jobs.record_progress(
+                session,
+                self._job_id,
+                self._attempt,
+                trainable_parameters=trainable_parameters,
+                total_parameters=total_parameters,
+                progress={"step": 0, "total_steps": total_steps, "epoch": 0, "percent": 0.0},
+            )
+            events.append_event(
+                session,
+                self._job_id,
+                f"Training on {examples} examples for {total_steps} steps; "
+                f"{trainable_parameters:,} of {total_parameters:,} parameters trainable ({share:.1f}%)",
+                data={
+                    "trainable_parameters": trainable_parameters,
+                    "total_parameters": total_parameters,
+                    "total_steps": total_steps,
+                    "examples": examples,
+                },
+            )
+
+    def step_finished(self, progress: StepProgress) -> None:
+        self._loss_sum += progress.train_loss
+        self._loss_steps += 1
+        now = time.perf_counter()
+        is_edge = progress.step in (1, progress.total_steps)
+        if not is_edge and now - self._last_write < MIN_SECONDS_BETWEEN_STEP_EVENTS:
+            return
+        data: dict[str, Any] = progress.as_dict()
+        data["train_loss"] = self._loss_sum / self._loss_steps
+        if progress.step == 1:
+            data["seconds_to_first_step"] = now - self._created
+        self._loss_sum, self._loss_steps, self._last_write = 0.0, 0, now
+        percent = round(100.0 * progress.step / max(progress.total_steps, 1), 2)
+        with session_scope(self._database_url) as session:
+            jobs.record_progress(
+                session,
+                self._job_id,
+                self._attempt,
+                trained_tokens=progress.trained_tokens,
+                progress={
+                    "step": progress.step,
+                    "total_steps": progress.total_steps,
+                    "epoch": progress.epoch,
+                    "percent": percent,
+                },
+            )
+            events.append_event(
+                session,
+                self._job_id,
+                f"Step {progress.step}/{progress.total_steps}: training loss={data['train_loss']:.4f}",
+                event_type=EventType.metrics,
+                data=data,
+            )
+
+    def epoch_finished(self, *, epoch: int, step: int, metrics: dict[str, float]) -> None:
+        summary = describe_metrics(metrics) or "no validation file"
+        with session_scope(self._database_url) as session:
+            jobs.ensure_run_owns_job(session, self._job_id, self._attempt)
+            events.append_event(
+                session,
+                self._job_id,
+                f"Epoch {epoch} finished at step {step}: {summary}",
+                event_type=EventType.metrics,
+                data={"epoch": epoch, "step": step, **metrics},
+            )
+
+    def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str) -> None:
+        with session_scope(self._database_url) as session:
+            checkpoints.record_checkpoint(
+                session, self._job_id, self._attempt, step=step, epoch=epoch, metrics=metrics, blob_key=blob_key
+            )
+
+    def message(self, text: str, data: dict[str, Any] | None = None) -> None:
+        with session_scope(self._database_url) as session:
+            jobs.ensure_run_owns_job(session, self._job_id, self._attempt)
+            events.append_event(session, self._job_id, text, data=data)

@@ -1,0 +1,163 @@
+"""Running one job: claim it, supervise a training process, record how it ended.
+
+The Celery process never imports torch: training happens in a fresh interpreter (`worker.child`),
+so CUDA is initialised only there, and a crash, an OOM kill or a cancel ends that process alone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models import artifacts, jobs
+from models.artifacts import ArtifactKind
+from models.db import session_scope
+from models.errors import JobErrorCode
+from models.jobs import JobFailure
+from models.settings import Settings
+from models.storage import ArtifactStore
+
+logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    database_url: str
+    artifact_root: Path
+    lease_seconds: int
+    heartbeat_seconds: float
+    cancel_grace_seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RunnerSettings:
+        return cls(
+            database_url=settings.database_url,
+            artifact_root=settings.artifacts.resolve(),
+            lease_seconds=settings.lease_seconds,
+            heartbeat_seconds=settings.heartbeat_seconds,
+            cancel_grace_seconds=settings.cancel_grace_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    exit_code: int | None
+    payload: dict[str, Any] | None
+    lost_job: bool
+
+
+def run_job(job_id: str, settings: RunnerSettings) -> None:
+    """Claim `job_id` and run it to an end state. A job that is not `queued` is left alone."""
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    with session_scope(settings.database_url) as session:
+        attempt = jobs.claim_job(session, job_id, owner=owner, lease_seconds=settings.lease_seconds)
+    if attempt is None:
+        logger.info("job %s is not queued; delivery ignored", job_id)
+        return
+    try:
+        result = supervise_training_process(job_id, attempt, settings)
+        record_run_end(job_id, attempt, result, settings)
+    except Exception:
+        # The worker's one catch-all: record the failure on the job, keep the traceback in the log.
+        logger.exception("run of job %s (attempt %d) failed", job_id, attempt)
+        with session_scope(settings.database_url) as session:
+            jobs.fail_job(
+                session,
+                job_id,
+                attempt,
+                JobFailure(JobErrorCode.internal_error, "The worker hit an internal error; the job can be retried."),
+            )
+
+
+def supervise_training_process(job_id: str, attempt: int, settings: RunnerSettings) -> ChildResult:
+    """Start the training process and renew the lease while it runs; stop it if the job is lost."""
+    with tempfile.TemporaryDirectory(prefix="graft-run-") as scratch:
+        result_path = Path(scratch) / "result.json"
+        command = [sys.executable, "-m", "worker.child", job_id, str(attempt), str(result_path)]
+        environment = {
+            **os.environ,
+            "GRAFT_DATABASE_URL": settings.database_url,
+            "GRAFT_ARTIFACT_ROOT": str(settings.artifact_root),
+        }
+        process = subprocess.Popen(command, env=environment, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        while True:
+            try:
+                exit_code = process.wait(timeout=settings.heartbeat_seconds)
+                break
+            except subprocess.TimeoutExpired:
+                with session_scope(settings.database_url) as session:
+                    still_owner = jobs.renew_lease(
+                        session, job_id, attempt, lease_seconds=settings.lease_seconds
+                    )
+                if not still_owner:
+                    stop_process(process, settings.cancel_grace_seconds)
+                    return ChildResult(exit_code=process.returncode, payload=None, lost_job=True)
+        payload = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None
+        return ChildResult(exit_code=exit_code, payload=payload, lost_job=False)
+
+
+def stop_process(process: subprocess.Popen[bytes], grace_seconds: float) -> None:
+    """SIGTERM, then SIGKILL once the grace period is over."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def record_run_end(job_id: str, attempt: int, result: ChildResult, settings: RunnerSettings) -> None:
+    """Move the job to its end state from what the training process reported."""
+    if result.lost_job:
+        logger.info("job %s attempt %d stopped: cancelled or taken over", job_id, attempt)
+        return
+    payload = result.payload or {}
+    with session_scope(settings.database_url) as session:
+        if payload.get("status") == "succeeded":
+            manifest = payload["manifest"]
+            name = jobs.complete_job(session, job_id, attempt, trained_tokens=int(payload["trained_tokens"]))
+            if name is None:
+                # Cancelled in the last moment: exactly one end state, and its weights are not served.
+                ArtifactStore(settings.artifact_root).delete(manifest["blob_key"])
+                return
+            artifacts.record_artifact(
+                session,
+                job_id,
+                kind=ArtifactKind.weights_archive,
+                blob_key=manifest["blob_key"],
+                size_bytes=int(manifest["size_bytes"]),
+                sha256=manifest["sha256"],
+            )
+            return
+        failure = (
+            JobFailure(payload["code"], payload["message"])
+            if payload.get("status") == "failed"
+            else JobFailure(JobErrorCode.worker_crashed, describe_exit(result.exit_code))
+        )
+        jobs.fail_job(session, job_id, attempt, failure)
+
+
+def describe_exit(exit_code: int | None) -> str:
+    if exit_code is not None and exit_code < 0:
+        name = signal.Signals(-exit_code).name
+        hint = " (the machine may have run out of memory; try a smaller batch_size)" if name == "SIGKILL" else ""
+        return f"The training process was killed by {name}{hint}."
+    return f"The training process exited with code {exit_code} without reporting a result."
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: receive SIGKILL when the worker dies, so no training is orphaned."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

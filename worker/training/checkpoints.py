@@ -1,0 +1,89 @@
+"""Training checkpoints: everything a resumed run needs, written to a temporary folder and published whole."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from models.storage import ArtifactStore
+
+TRAINABLE_WEIGHTS = "trainable.safetensors"
+OPTIMIZER_STATE = "optimizer.pt"
+RNG_STATE = "rng.safetensors"
+TRAINER_STATE = "trainer_state.json"
+COMPLETE_MARKER = "COMPLETE"
+
+
+@dataclass(frozen=True)
+class TrainerState:
+    step: int
+    epoch: int
+    metrics: dict[str, float]
+    python_random_state: list[Any]
+    scheduler: dict[str, Any]
+
+
+def checkpoint_key(job_id: str, step: int) -> str:
+    return f"jobs/{job_id}/checkpoints/step-{step:08d}"
+
+
+def save_checkpoint(
+    store: ArtifactStore,
+    key: str,
+    *,
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    shuffle_generator: torch.Generator,
+    step: int,
+    epoch: int,
+    metrics: dict[str, float],
+) -> None:
+    """Write only trainable weights (frozen ones equal the base model's), optimiser, scheduler and RNG.
+
+    The folder is written under a temporary name and renamed into place with a COMPLETE marker
+    inside, so a reader never mistakes a half-written checkpoint for a usable one.
+    """
+    folder = store.new_temporary_path()
+    folder.mkdir(parents=True)
+    trainable = {name: p.detach().contiguous().cpu() for name, p in network.named_parameters() if p.requires_grad}
+    save_file(trainable, str(folder / TRAINABLE_WEIGHTS))
+    torch.save(optimizer.state_dict(), folder / OPTIMIZER_STATE)
+    save_file(
+        {"torch_cpu": torch.get_rng_state(), "shuffle": shuffle_generator.get_state()}, str(folder / RNG_STATE)
+    )
+    state = TrainerState(
+        step=step,
+        epoch=epoch,
+        metrics=metrics,
+        python_random_state=_jsonable_random_state(),
+        scheduler=scheduler.state_dict(),
+    )
+    (folder / TRAINER_STATE).write_text(json.dumps(asdict(state)), encoding="utf-8")
+    (folder / COMPLETE_MARKER).write_text("", encoding="utf-8")
+    store.publish(folder, key)
+
+
+def load_trainable_weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / TRAINABLE_WEIGHTS))
+
+
+def load_optimizer_state(folder: Path) -> dict[str, Any]:
+    state: dict[str, Any] = torch.load(folder / OPTIMIZER_STATE, weights_only=True)
+    return state
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / COMPLETE_MARKER).is_file()
+
+
+def _jsonable_random_state() -> list[Any]:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]

@@ -1,0 +1,51 @@
+"""The fine-tuned model as users download it: a tar of a plain Hugging Face model folder."""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from models.storage import ArtifactStore, sha256_of_file
+
+
+@dataclass(frozen=True)
+class ExportManifest:
+    blob_key: str
+    size_bytes: int
+    sha256: str
+    files: list[str]
+
+
+def export_model_archive(
+    store: ArtifactStore, key: str, network: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+) -> ExportManifest:
+    """save_pretrained (safetensors) + tokenizer, tarred at the archive root, hashed, published atomically.
+
+    Every parameter is exported with requires_grad restored, so the folder loads with the plain
+    auto classes and pipeline, no Graft code needed.
+    """
+    folder = store.new_temporary_path()
+    archive = store.new_temporary_path()
+    try:
+        network.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        names = sorted(path.name for path in folder.iterdir())
+        with tarfile.open(archive, "w") as tar:
+            for name in names:
+                tar.add(folder / name, arcname=name)
+        size, digest = archive.stat().st_size, sha256_of_file(archive)
+        store.publish(archive, key)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        archive.unlink(missing_ok=True)
+    return ExportManifest(blob_key=key, size_bytes=size, sha256=digest, files=names)
+
+
+def extract_model_archive(archive: Path, destination: Path) -> None:
+    """Unpack a downloaded weights archive safely (PEP 706's 'data' filter refuses links and escapes)."""
+    with tarfile.open(archive) as tar:
+        tar.extractall(destination, filter="data")

@@ -1,0 +1,46 @@
+"""The recipe's window to the outside: progress, metrics and checkpoints, reported as they happen."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from models.errors import JobErrorCode
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    step: int
+    total_steps: int
+    epoch: int
+    train_loss: float
+    learning_rate: float
+    samples_per_second: float
+    tokens_per_second: float
+    trained_tokens: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TrainingFailure(Exception):
+    """A run that cannot succeed for a reason the user can act on."""
+
+    def __init__(self, code: JobErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class TrainingReporter(Protocol):
+    def run_started(self, *, trainable_parameters: int, total_parameters: int, total_steps: int, examples: int) -> None:
+        ...
+
+    def step_finished(self, progress: StepProgress) -> None:
+        """Called after every optimiser step; implementations decide how often to persist."""
+
+    def epoch_finished(self, *, epoch: int, step: int, metrics: dict[str, float]) -> None: ...
+
+    def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str) -> None: ...
+
+    def message(self, text: str, data: dict[str, Any] | None = None) -> None: ...
