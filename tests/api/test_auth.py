@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from models import tenants
+from models.db import session_scope
+from models.settings import Settings
+from tests.conftest import jsonl_bytes, upload_file
+
+ROWS = [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "Bearer", "Basic abc", "Bearer sk-graft-short", "Bearer sk-graft-" + "a" * 12 + "_" + "b" * 40],
+)
+def test_missing_malformed_or_unknown_key_is_401_in_openai_shape(client: TestClient, header: str | None) -> None:
+    headers = {"Authorization": header} if header else {}
+    response = client.get("/v1/files", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_revoked_key_stops_working_at_once(client: TestClient, settings: Settings) -> None:
+    with session_scope(settings.database_url) as session:
+        row, key = tenants.create_api_key(session, tenants.create_tenant(session, "initech"))
+    headers = {"Authorization": f"Bearer {key}"}
+    assert client.get("/v1/files", headers=headers).status_code == 200
+    with session_scope(settings.database_url) as session:
+        tenants.revoke_api_key(session, row.id)
+    assert client.get("/v1/files", headers=headers).status_code == 401
+
+
+def test_keys_are_stored_only_as_hashes(settings: Settings) -> None:
+    with session_scope(settings.database_url) as session:
+        row, key = tenants.create_api_key(session, tenants.create_tenant(session, "hooli"))
+        assert key.split("_")[-1] not in (row.secret_sha256, row.lookup_prefix)
+        assert len(row.secret_sha256) == 64
+
+
+def test_another_tenants_objects_answer_404_like_missing_ones(
+    client: TestClient, auth: dict[str, str], other_auth: dict[str, str], minilm: str
+) -> None:
+    file_id = upload_file(client, auth, jsonl_bytes(ROWS))
+    job_id = client.post("/v1/fine_tuning/jobs", headers=auth, json={"training_file": file_id}).json()["id"]
+    missing_file, missing_job = "file-" + "z" * 24, "ftjob-" + "z" * 24
+    for own, missing in [
+        (f"/v1/files/{file_id}", f"/v1/files/{missing_file}"),
+        (f"/v1/files/{file_id}/content", f"/v1/files/{missing_file}/content"),
+        (f"/v1/fine_tuning/jobs/{job_id}", f"/v1/fine_tuning/jobs/{missing_job}"),
+        (f"/v1/fine_tuning/jobs/{job_id}/events", f"/v1/fine_tuning/jobs/{missing_job}/events"),
+        (f"/v1/fine_tuning/jobs/{job_id}/checkpoints", f"/v1/fine_tuning/jobs/{missing_job}/checkpoints"),
+        (f"/v1/fine_tuning/jobs/{job_id}/weights", f"/v1/fine_tuning/jobs/{missing_job}/weights"),
+    ]:
+        foreign = client.get(own, headers=other_auth)
+        absent = client.get(missing, headers=other_auth)
+        assert foreign.status_code == absent.status_code == 404, own
+        assert foreign.json()["error"]["code"] == absent.json()["error"]["code"]
+    assert client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel", headers=other_auth).status_code == 404
+    assert client.delete(f"/v1/files/{file_id}", headers=other_auth).status_code == 404
+    assert client.get("/v1/files", headers=other_auth).json()["data"] == []
+    assert client.get("/v1/fine_tuning/jobs", headers=other_auth).json()["data"] == []
+    foreign_job = client.post("/v1/fine_tuning/jobs", headers=other_auth, json={"training_file": file_id})
+    assert foreign_job.status_code == 400
+    assert foreign_job.json()["error"]["param"] == "training_file"
+    assert client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth).json()["status"] == "queued"

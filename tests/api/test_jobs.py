@@ -1,0 +1,222 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from models.hyperparameters import STRATEGY_DEFAULTS
+from models.schemas import StrategyType
+from tests.conftest import jsonl_bytes, upload_file
+
+ROWS = [{"text": f"sample {i}", "label": "positive" if i % 2 else "negative"} for i in range(40)]
+
+
+@pytest.fixture
+def training_file(client: TestClient, auth: dict[str, str]) -> str:
+    return upload_file(client, auth, jsonl_bytes(ROWS))
+
+
+def create(client: TestClient, auth: dict[str, str], **body: Any) -> Any:
+    return client.post("/v1/fine_tuning/jobs", headers=auth, json=body)
+
+
+def error(response: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = response.json()["error"]
+    return payload
+
+
+def test_job_with_only_file_and_strategy_gets_every_default_recorded(
+    client: TestClient, auth: dict[str, str], training_file: str, minilm: str
+) -> None:
+    response = create(client, auth, training_file=training_file, strategy={"type": "partial"})
+    assert response.status_code == 200
+    job = response.json()
+    assert job["object"] == "fine_tuning.job"
+    assert job["status"] == "queued"
+    assert job["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert job["strategy"] == {"type": "partial", "trainable_layers": 2, "layer_decay": None}
+    defaults = STRATEGY_DEFAULTS[StrategyType.partial]
+    assert job["hyperparameters"] == {
+        "n_epochs": defaults.n_epochs,
+        "batch_size": 32,
+        "learning_rate_multiplier": 1.0,
+        "learning_rate": defaults.learning_rate,
+        "warmup_ratio": defaults.warmup_ratio,
+        "max_length": 128,
+        "weight_decay": defaults.weight_decay,
+    }
+    assert job["labels"] == ["negative", "positive"]
+    assert isinstance(job["seed"], int)
+    assert job["method"]["type"] == "supervised"
+
+
+def test_learning_rate_multiplier_scales_the_strategy_default(
+    client: TestClient, auth: dict[str, str], training_file: str, minilm: str
+) -> None:
+    job = create(
+        client,
+        auth,
+        training_file=training_file,
+        strategy={"type": "feature_extraction"},
+        hyperparameters={"learning_rate_multiplier": 0.5, "n_epochs": 2, "batch_size": "auto"},
+        seed=7,
+    ).json()
+    base = STRATEGY_DEFAULTS[StrategyType.feature_extraction].learning_rate
+    assert job["hyperparameters"]["learning_rate"] == pytest.approx(base * 0.5)
+    assert job["hyperparameters"]["n_epochs"] == 2
+    assert job["seed"] == 7
+
+
+def test_hyperparameters_in_method_are_accepted(
+    client: TestClient, auth: dict[str, str], training_file: str, minilm: str
+) -> None:
+    job = create(
+        client,
+        auth,
+        training_file=training_file,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 5}}},
+    ).json()
+    assert job["hyperparameters"]["n_epochs"] == 5
+
+
+def test_layerwise_lr_records_its_decay(client: TestClient, auth: dict[str, str], training_file: str, minilm: str) -> None:
+    job = create(client, auth, training_file=training_file, strategy={"type": "layerwise_lr", "layer_decay": 0.9}).json()
+    assert job["strategy"] == {"type": "layerwise_lr", "trainable_layers": None, "layer_decay": 0.9}
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"strategy": {"type": "partial", "trainable_layers": 7}}, "strategy.trainable_layers"),
+        ({"strategy": {"type": "partial", "trainable_layers": 0}}, "strategy"),
+        ({"strategy": {"type": "full", "trainable_layers": 2}}, "strategy"),
+        ({"strategy": {"type": "lora"}}, "strategy.type"),
+        ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs"),
+        ({"hyperparameters": {"n_epochs": 10**9}}, "hyperparameters.n_epochs"),
+        ({"hyperparameters": {"learning_rate_multiplier": -1.0}}, "hyperparameters.learning_rate_multiplier"),
+        ({"hyperparameters": {"max_length": 4096}}, "hyperparameters.max_length"),
+        ({"hyperparameters": {"epochs": 3}}, "hyperparameters.epochs"),
+        ({"suffix": "bad suffix!"}, "suffix"),
+        ({"task": "summarization"}, "task"),
+        ({"model": "no-such-model"}, "model"),
+        ({"validation_file": "file-doesnotexist"}, "validation_file"),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+        ({"unknown_field": 1}, "unknown_field"),
+    ],
+)
+def test_bad_job_requests_are_400s_naming_the_field(
+    client: TestClient, auth: dict[str, str], training_file: str, minilm: str, body: dict[str, Any], param: str
+) -> None:
+    response = create(client, auth, training_file=training_file, **body)
+    assert response.status_code == 400, response.text
+    assert error(response)["param"] == param
+    assert error(response)["type"] == "invalid_request_error"
+
+
+def test_unknown_training_file_is_a_400(client: TestClient, auth: dict[str, str], minilm: str) -> None:
+    response = create(client, auth, training_file="file-" + "x" * 24)
+    assert response.status_code == 400
+    assert error(response)["param"] == "training_file"
+
+
+def test_single_class_training_file_is_refused(client: TestClient, auth: dict[str, str], minilm: str) -> None:
+    file_id = upload_file(client, auth, jsonl_bytes([{"text": "a", "label": "only"}, {"text": "b", "label": "only"}]))
+    response = create(client, auth, training_file=file_id)
+    assert response.status_code == 400
+    assert error(response)["param"] == "training_file"
+    assert "at least 2 labels" in error(response)["message"]
+
+
+def test_validation_label_absent_from_training_is_refused(
+    client: TestClient, auth: dict[str, str], training_file: str, minilm: str
+) -> None:
+    validation = upload_file(client, auth, jsonl_bytes([{"text": "a", "label": "neutral"}]))
+    response = create(client, auth, training_file=training_file, validation_file=validation)
+    assert response.status_code == 400
+    assert error(response) == {
+        "message": "validation_file: label 'neutral' does not occur in the training file",
+        "type": "invalid_request_error",
+        "param": "validation_file",
+        "code": "invalid_request_error",
+    }
+
+
+def test_cancel_queued_job_ends_cancelled_and_a_second_cancel_is_409(
+    client: TestClient, auth: dict[str, str], training_file: str, minilm: str
+) -> None:
+    job_id = create(client, auth, training_file=training_file).json()["id"]
+    cancelled = client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel", headers=auth)
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    again = client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel", headers=auth)
+    assert again.status_code == 409
+    assert error(again)["code"] == "invalid_state"
+    assert again.headers["x-should-retry"] == "false"
+
+
+def test_jobs_list_paginates_newest_first(
+    client: TestClient, auth: dict[str, str], training_file: str, minilm: str
+) -> None:
+    ids = [create(client, auth, training_file=training_file).json()["id"] for _ in range(5)]
+    seen: list[str] = []
+    after = None
+    while True:
+        query = "?limit=2" + (f"&after={after}" if after else "")
+        page = client.get(f"/v1/fine_tuning/jobs{query}", headers=auth).json()
+        seen += [job["id"] for job in page["data"]]
+        if not page["has_more"]:
+            break
+        after = page["data"][-1]["id"]
+    assert seen == ids[::-1]
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=1000000", "after=garbage", "after=ftjob-" + "a" * 24])
+def test_bad_list_parameters_are_400s(client: TestClient, auth: dict[str, str], query: str) -> None:
+    response = client.get(f"/v1/fine_tuning/jobs?{query}", headers=auth)
+    assert response.status_code == 400
+    assert error(response)["param"] == query.split("=")[0]
+
+
+def test_events_list_the_jobs_history_newest_first(
+    client: TestClient, auth: dict[str, str], training_file: str, minilm: str
+) -> None:
+    job_id = create(client, auth, training_file=training_file).json()["id"]
+    client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel", headers=auth)
+    page = client.get(f"/v1/fine_tuning/jobs/{job_id}/events?limit=2", headers=auth).json()
+    assert [event["message"] for event in page["data"]] == ["Job cancelled", "Job queued"]
+    assert page["has_more"] is True
+    rest = client.get(f"/v1/fine_tuning/jobs/{job_id}/events?after={page['data'][-1]['id']}", headers=auth).json()
+    assert rest["data"][-1]["message"] == f"Created fine-tuning job: {job_id}"
+    assert all(event["object"] == "fine_tuning.job.event" for event in rest["data"])
+
+
+def test_file_used_by_an_unfinished_job_cannot_be_deleted(
+    client: TestClient, auth: dict[str, str], training_file: str, minilm: str
+) -> None:
+    create(client, auth, training_file=training_file)
+    response = client.delete(f"/v1/files/{training_file}", headers=auth)
+    assert response.status_code == 409
+    assert error(response)["param"] == "file_id"
+
+
+def test_weights_of_an_unfinished_job_are_404(
+    client: TestClient, auth: dict[str, str], training_file: str, minilm: str
+) -> None:
+    job_id = create(client, auth, training_file=training_file).json()["id"]
+    assert client.get(f"/v1/fine_tuning/jobs/{job_id}/weights", headers=auth).status_code == 404
+
+
+def test_models_list_shows_the_default_base_model(client: TestClient, auth: dict[str, str], minilm: str) -> None:
+    listed = client.get("/v1/models", headers=auth).json()
+    assert [m["id"] for m in listed["data"]] == ["sentence-transformers/all-MiniLM-L6-v2"]
+    one = client.get("/v1/models/sentence-transformers/all-MiniLM-L6-v2", headers=auth).json()
+    assert one == {
+        "object": "model",
+        "id": "sentence-transformers/all-MiniLM-L6-v2",
+        "created": listed["data"][0]["created"],
+        "owned_by": "graft",
+        "num_layers": 6,
+        "fine_tuning_job_id": None,
+    }
+    assert client.get("/v1/models/ft:nope", headers=auth).status_code == 404

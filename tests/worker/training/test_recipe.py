@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from transformers import AutoModelForSequenceClassification, pipeline
+
+from models.schemas import StrategyType
+from models.storage import ArtifactStore
+from worker.training.checkpoints import COMPLETE_MARKER, TRAINABLE_WEIGHTS, is_complete, load_trainable_weights
+from worker.training.export import extract_model_archive
+from worker.training.recipe import FineTuningRecipe
+from worker.training.reporting import TrainingFailure
+from tests.worker.training.conftest import RecordingReporter
+
+
+def run_recipe(config: Any, store_root: Path) -> tuple[FineTuningRecipe, RecordingReporter]:
+    reporter = RecordingReporter()
+    recipe = FineTuningRecipe(config, ArtifactStore(store_root), reporter)
+    recipe.setup()
+    recipe.train()
+    return recipe, reporter
+
+
+def test_same_seed_reproduces_the_same_losses_on_cpu(make_config: Any, tmp_path: Path) -> None:
+    _, first = run_recipe(make_config(), tmp_path / "a")
+    _, second = run_recipe(make_config(), tmp_path / "b")
+    assert [s.train_loss for s in first.steps] == [s.train_loss for s in second.steps]
+    _, other_seed = run_recipe(make_config(seed=4), tmp_path / "c")
+    assert [s.train_loss for s in other_seed.steps] != [s.train_loss for s in first.steps]
+
+
+def test_training_learns_the_toy_task_and_reports_each_epoch(make_config: Any, tmp_path: Path) -> None:
+    _, reporter = run_recipe(make_config(epochs=6, learning_rate=3e-3), tmp_path)
+    assert [epoch["epoch"] for epoch in reporter.epochs] == [1, 2, 3, 4, 5, 6]
+    assert reporter.epochs[-1]["valid_accuracy"] == pytest.approx(1.0)
+    assert set(reporter.epochs[-1]) >= {"valid_loss", "valid_macro_f1"}
+    assert reporter.steps[-1].step == reporter.steps[-1].total_steps == 6 * 8  # 64 rows / batch 8 = 8 steps/epoch
+    assert reporter.steps[-1].samples_per_second > 0
+
+
+def test_reported_parameter_counts_follow_the_strategy(make_config: Any, tmp_path: Path) -> None:
+    recipe, reporter = run_recipe(make_config(StrategyType.feature_extraction, epochs=1), tmp_path)
+    head = 32 * 32 + 32 + 32 * 2 + 2  # pooler dense + classifier, hidden size 32, two labels
+    assert reporter.started["trainable_parameters"] == head
+    assert reporter.started["total_parameters"] == sum(p.numel() for p in recipe.network.parameters())
+
+
+def test_a_complete_checkpoint_is_written_at_each_epoch_end(make_config: Any, tmp_path: Path) -> None:
+    recipe, reporter = run_recipe(make_config(StrategyType.feature_extraction, epochs=2), tmp_path)
+    assert [c["step"] for c in reporter.checkpoints] == [8, 16]
+    folder = ArtifactStore(tmp_path).path(reporter.checkpoints[-1]["blob_key"])
+    assert is_complete(folder)
+    assert (folder / COMPLETE_MARKER).is_file()
+    weights = load_trainable_weights(folder)
+    assert set(weights) == {n for n, p in recipe.network.named_parameters() if p.requires_grad}
+    assert (folder / TRAINABLE_WEIGHTS).stat().st_size < 100_000  # the frozen body is not copied
+    assert not list((tmp_path / ".tmp").iterdir())
+
+
+def test_exported_archive_loads_with_plain_transformers(make_config: Any, tmp_path: Path) -> None:
+    recipe, _ = run_recipe(make_config(epochs=4, learning_rate=3e-3), tmp_path / "store")
+    manifest = recipe.export("jobs/x/weights.tar")
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(manifest.files)
+    extract_model_archive(ArtifactStore(tmp_path / "store").path(manifest.blob_key), tmp_path / "model")
+    network = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
+    assert network.config.id2label == {0: "neg", 1: "pos"}
+    classify = pipeline("text-classification", model=str(tmp_path / "model"))
+    assert [result["label"] for result in classify(["the film was great", "the film was awful"])] == ["pos", "neg"]
+
+
+def test_a_missing_base_model_is_a_training_failure_naming_the_model(make_config: Any, tmp_path: Path) -> None:
+    config = make_config()
+    broken = type(config)(**{**config.__dict__, "base_model_location": str(tmp_path / "gone")})
+    recipe = FineTuningRecipe(broken, ArtifactStore(tmp_path), RecordingReporter())
+    with pytest.raises(TrainingFailure) as caught:
+        recipe.setup()
+    assert caught.value.code == "base_model_unavailable"
+    assert str(tmp_path / "gone") in caught.value.message
+
+
+def test_a_diverging_run_fails_with_advice(make_config: Any, tmp_path: Path) -> None:
+    recipe = FineTuningRecipe(make_config(learning_rate=1e12), ArtifactStore(tmp_path), RecordingReporter())
+    recipe.setup()
+    with pytest.raises(TrainingFailure) as caught:
+        recipe.train()
+    assert caught.value.code == "training_diverged"
+    assert "learning_rate_multiplier" in caught.value.message
