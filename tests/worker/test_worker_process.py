@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from models import catalog, queue
+from models.db import session_scope
+from models.settings import Settings
+from tests.conftest import jsonl_bytes, upload_file
+from tests.processes import running_worker, training_processes, wait_for
+from tests.worker.training.conftest import sentiment_rows
+
+
+@pytest.fixture
+def worker(settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with running_worker(settings, tmp_path / "worker.log") as process:
+        yield process
+
+
+def job_of(client: TestClient, auth: dict[str, str], job_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth).json()
+    return body
+
+
+def create_job(client: TestClient, auth: dict[str, str], model: str, **body: Any) -> str:
+    training = upload_file(client, auth, jsonl_bytes(sentiment_rows(64)))
+    validation = upload_file(client, auth, jsonl_bytes(sentiment_rows(16)))
+    response = client.post(
+        "/v1/fine_tuning/jobs",
+        headers=auth,
+        json={"model": model, "training_file": training, "validation_file": validation, **body},
+    )
+    assert response.status_code == 200, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+def wait_for_status(client: TestClient, auth: dict[str, str], job_id: str, status: str, timeout: float) -> dict[str, Any]:
+    return wait_for(
+        lambda: (job := job_of(client, auth, job_id))["status"] == status and job,
+        timeout=timeout,
+        interval=0.2,
+        what=f"job {job_id} to be {status}",
+    )
+
+
+def test_worker_trains_a_queued_job_to_succeeded_with_events_checkpoints_and_weights(
+    client: TestClient, auth: dict[str, str], tiny_bert: str, worker: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    job_id = create_job(
+        client, auth, tiny_bert, hyperparameters={"n_epochs": 2, "batch_size": 16}, suffix="toy", seed=1
+    )
+    job = wait_for_status(client, auth, job_id, "succeeded", timeout=120)
+    assert job["fine_tuned_model"] == f"ft:{tiny_bert}:toy:{job_id}"
+    assert job["trained_tokens"] > 0
+    assert job["progress"] == {"step": 8, "total_steps": 8, "epoch": 2, "percent": 100.0}
+    assert job["attempt"] == 1
+    assert 0 < job["trainable_parameters"] == job["total_parameters"]
+
+    checkpoints = client.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints", headers=auth).json()["data"]
+    assert [c["step_number"] for c in checkpoints] == [8, 4]
+    assert checkpoints[0]["fine_tuned_model_checkpoint"] == f"ft:{tiny_bert}:toy:{job_id}:ckpt-step-8"
+    assert set(checkpoints[0]["metrics"]) == {"valid_loss", "valid_accuracy", "valid_macro_f1"}
+
+    events = client.get(f"/v1/fine_tuning/jobs/{job_id}/events?limit=100", headers=auth).json()["data"]
+    metrics = [e for e in events if e["type"] == "metrics" and "train_loss" in (e["data"] or {})]
+    assert metrics and {"samples_per_second", "tokens_per_second", "step", "epoch"} <= set(metrics[0]["data"])
+    assert any("seconds_to_first_step" in (e["data"] or {}) for e in metrics)
+    assert events[0]["message"] == "The job has successfully completed"
+
+    weights = client.get(f"/v1/fine_tuning/jobs/{job_id}/weights", headers=auth)
+    assert weights.status_code == 200
+    with tarfile.open(fileobj=BytesIO(weights.content)) as archive:
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(archive.getnames())
+    models = [m["id"] for m in client.get("/v1/models", headers=auth).json()["data"]]
+    assert job["fine_tuned_model"] in models
+
+
+def test_cancel_stops_a_running_job_within_seconds_and_publishes_no_weights(
+    client: TestClient, auth: dict[str, str], tiny_bert: str, worker: subprocess.Popen[bytes]
+) -> None:
+    job_id = create_job(client, auth, tiny_bert, hyperparameters={"n_epochs": 100, "batch_size": 4})
+    wait_for(
+        lambda: (job_of(client, auth, job_id).get("progress") or {}).get("step", 0) > 0,
+        timeout=90,
+        what="training to take its first step",
+    )
+    assert training_processes(job_id)
+    response = client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel", headers=auth)
+    assert response.json()["status"] == "cancelled"
+    wait_for(lambda: not training_processes(job_id), timeout=10, what="the training process to end")
+    job = job_of(client, auth, job_id)
+    assert job["status"] == "cancelled"
+    assert job["fine_tuned_model"] is None
+    assert client.get(f"/v1/fine_tuning/jobs/{job_id}/weights", headers=auth).status_code == 404
+
+
+def test_a_job_whose_base_model_vanished_fails_with_an_actionable_error(
+    client: TestClient,
+    auth: dict[str, str],
+    settings: Settings,
+    tiny_bert_folder: Path,
+    tmp_path: Path,
+    worker: subprocess.Popen[bytes],
+) -> None:
+    doomed = shutil.copytree(tiny_bert_folder, tmp_path / "doomed")
+    with session_scope(settings.database_url) as session:
+        catalog.register_base_model(session, "doomed-bert", str(doomed))
+    shutil.rmtree(doomed)
+    job_id = create_job(client, auth, "doomed-bert", hyperparameters={"n_epochs": 1})
+    job = wait_for_status(client, auth, job_id, "failed", timeout=60)
+    assert job["error"]["code"] == "base_model_unavailable"
+    assert str(doomed) in job["error"]["message"]
+
+
+def test_a_second_delivery_of_the_same_job_does_not_run_it_again(
+    client: TestClient, auth: dict[str, str], tiny_bert: str, settings: Settings, worker: subprocess.Popen[bytes]
+) -> None:
+    job_id = create_job(client, auth, tiny_bert, hyperparameters={"n_epochs": 1})
+    queue.enqueue_job_run(settings.broker_url, job_id)  # a duplicate message, as a broker may deliver
+    wait_for_status(client, auth, job_id, "succeeded", timeout=90)
+    events = client.get(f"/v1/fine_tuning/jobs/{job_id}/events?limit=100", headers=auth).json()["data"]
+    started = [e for e in events if e["message"].startswith("Fine-tuning job started")]
+    assert len(started) == 1
+    assert job_of(client, auth, job_id)["attempt"] == 1
