@@ -41,9 +41,7 @@ def get_tenant_id(
     """The tenant behind `Authorization: Bearer <key>`; 401 for a missing, malformed or revoked key."""
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        raise Unauthorized(
-            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
-        )
+        raise Unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.")
     tenant_id = tenants.authenticate(session, key.strip())
     session.commit()  # end the read transaction; SQLite holds its lock until then
     return tenant_id

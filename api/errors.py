@@ -29,7 +29,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GraftError)
     async def _domain_error(_request: Request, error: GraftError) -> JSONResponse:
         return error_response(
-            error.status_code, error.message, code=error.code.value, error_type=error.error_type, param=error.param
+            error.status_code,
+            error.message,
+            code=error.code.value,
+            error_type=error.error_type,
+            param=error.param,
         )
 
     @app.exception_handler(RequestValidationError)
@@ -49,9 +53,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = ErrorCode.not_found if error.status_code == 404 else ErrorCode.invalid_request
-        return error_response(
-            error.status_code, str(error.detail), code=code.value, error_type="invalid_request_error"
-        )
+        return error_response(error.status_code, str(error.detail), code=code.value, error_type="invalid_request_error")
 
     @app.exception_handler(Exception)
     async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:

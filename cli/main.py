@@ -143,8 +143,14 @@ def list_models() -> None:
     table = Table("id", "type", "layers", "max tokens", "source", "location")
     with session_scope(settings.database_url) as session:
         for row in catalog.list_base_models(session):
-            table.add_row(row.id, row.model_type, str(row.num_layers), str(row.max_sequence_length), row.source,
-                          row.location)
+            table.add_row(
+                row.id,
+                row.model_type,
+                str(row.num_layers),
+                str(row.max_sequence_length),
+                row.source,
+                row.location,
+            )
     console.print(table)
 
 

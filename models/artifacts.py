@@ -25,7 +25,11 @@ def record_artifact(
 ) -> ResultArtifact:
     """Insert the row of an artifact whose blob is already published. Does not commit."""
     row = ResultArtifact(
-        id=new_id(IdPrefix.artifact), job_id=job_id, kind=kind.value, blob_key=blob_key, size_bytes=size_bytes,
+        id=new_id(IdPrefix.artifact),
+        job_id=job_id,
+        kind=kind.value,
+        blob_key=blob_key,
+        size_bytes=size_bytes,
         sha256=sha256,
     )
     session.add(row)

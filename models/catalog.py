@@ -114,7 +114,8 @@ def _describe_hub_model(hub_id: str) -> ModelDescription:
         config_path = hf_hub_download(hub_id, "config.json")
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as error:
         raise InvalidRequest(
-            f"{hub_id!r} is neither a local folder nor a reachable hub model ({type(error).__name__})", param="path"
+            f"{hub_id!r} is neither a local folder nor a reachable hub model ({type(error).__name__})",
+            param="path",
         ) from None
     config = json.loads(Path(config_path).read_text(encoding="utf-8"))
     return describe_model_config(config, hub_id)

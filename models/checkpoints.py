@@ -40,9 +40,7 @@ def record_checkpoint(
     return row
 
 
-def list_checkpoints(
-    session: Session, job_id: str, *, after: str | None, limit: int
-) -> tuple[list[Checkpoint], bool]:
+def list_checkpoints(session: Session, job_id: str, *, after: str | None, limit: int) -> tuple[list[Checkpoint], bool]:
     """Newest first; `after` is the last checkpoint id of the previous page. Returns (rows, has_more)."""
     query = select(Checkpoint).where(Checkpoint.job_id == job_id)
     if after is not None:

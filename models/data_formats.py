@@ -133,9 +133,7 @@ def _iter_jsonl(handle: BinaryIO) -> Iterator[ClassificationRecord]:
         except RecursionError:
             raise InvalidFile(f"line {line_number}: JSON nested too deeply", param="file") from None
         if not isinstance(value, dict):
-            raise InvalidFile(
-                f"line {line_number}: expected a JSON object, got {type(value).__name__}", param="file"
-            )
+            raise InvalidFile(f"line {line_number}: expected a JSON object, got {type(value).__name__}", param="file")
         yield _record_from_mapping(value, line_number)
 
 
@@ -151,9 +149,7 @@ def _iter_csv(text: TextIO) -> Iterator[ClassificationRecord]:
     columns = [name.strip() for name in header]
     for required in (TEXT_FIELD, LABEL_FIELD):
         if required not in columns:
-            raise InvalidFile(
-                f"line 1: CSV header must name a '{required}' column; it has {columns}", param="file"
-            )
+            raise InvalidFile(f"line 1: CSV header must name a '{required}' column; it has {columns}", param="file")
     while True:
         line_number = reader.line_num + 1
         try:
@@ -167,9 +163,7 @@ def _iter_csv(text: TextIO) -> Iterator[ClassificationRecord]:
         if not row:
             continue  # csv yields [] for a line ending at end of file
         if len(row) != len(columns):
-            raise InvalidFile(
-                f"line {line_number}: {len(row)} fields, but the header has {len(columns)}", param="file"
-            )
+            raise InvalidFile(f"line {line_number}: {len(row)} fields, but the header has {len(columns)}", param="file")
         values: dict[str, Any] = dict(zip(columns, row, strict=True))
         if values.get(PAIR_FIELD) == "":
             values.pop(PAIR_FIELD)
@@ -191,9 +185,7 @@ def _record_from_mapping(value: dict[str, Any], line_number: int) -> Classificat
         raise InvalidFile(f"line {line_number}: '{TEXT_FIELD}' must be a non-empty string", param="file")
     text_pair = value.get(PAIR_FIELD)
     if text_pair is not None and (not isinstance(text_pair, str) or not text_pair.strip()):
-        raise InvalidFile(
-            f"line {line_number}: '{PAIR_FIELD}' must be a non-empty string when present", param="file"
-        )
+        raise InvalidFile(f"line {line_number}: '{PAIR_FIELD}' must be a non-empty string when present", param="file")
     if LABEL_FIELD not in value:
         raise InvalidFile(f"line {line_number}: missing '{LABEL_FIELD}'", param="file")
     label = value[LABEL_FIELD]

@@ -62,9 +62,7 @@ def list_events(session: Session, job_id: str, *, after: str | None, limit: int)
 def _event_cursor(session: Session, job_id: str, after: str) -> int:
     sequence = None
     if is_well_formed(after, IdPrefix.event):
-        sequence = session.scalar(
-            select(JobEvent.sequence).where(JobEvent.id == after, JobEvent.job_id == job_id)
-        )
+        sequence = session.scalar(select(JobEvent.sequence).where(JobEvent.id == after, JobEvent.job_id == job_id))
     if sequence is None:
         raise InvalidRequest(f"after: {after!r} is not an event of this job", param="after")
     return sequence

@@ -36,9 +36,7 @@ def clean_filename(raw: str | None) -> str:
 
 def parse_purpose(raw: str | None) -> FilePurpose:
     if raw != FilePurpose.fine_tune.value:
-        raise InvalidRequest(
-            f"purpose must be '{FilePurpose.fine_tune.value}' (got {raw!r})", param="purpose"
-        )
+        raise InvalidRequest(f"purpose must be '{FilePurpose.fine_tune.value}' (got {raw!r})", param="purpose")
     return FilePurpose.fine_tune
 
 
@@ -120,7 +118,8 @@ def delete_file(session: Session, tenant_id: str, file_id: str) -> File:
     ).all()
     if users:
         raise InvalidTransition(
-            f"file {file_id} is used by unfinished job {users[0]}; cancel it or wait for it to end", param="file_id"
+            f"file {file_id} is used by unfinished job {users[0]}; cancel it or wait for it to end",
+            param="file_id",
         )
     row.deleted_at = utc_now()
     return row

@@ -28,9 +28,7 @@ STRATEGY_DEFAULTS: dict[StrategyType, StrategyDefaults] = {
     ),
     StrategyType.partial: StrategyDefaults(learning_rate=1e-4, n_epochs=3, warmup_ratio=0.06, weight_decay=0.01),
     StrategyType.full: StrategyDefaults(learning_rate=5e-5, n_epochs=3, warmup_ratio=0.06, weight_decay=0.01),
-    StrategyType.layerwise_lr: StrategyDefaults(
-        learning_rate=1e-4, n_epochs=3, warmup_ratio=0.06, weight_decay=0.01
-    ),
+    StrategyType.layerwise_lr: StrategyDefaults(learning_rate=1e-4, n_epochs=3, warmup_ratio=0.06, weight_decay=0.01),
 }
 DEFAULT_LAYER_DECAY = 0.8
 DEFAULT_BATCH_SIZE = 32

@@ -298,14 +298,14 @@ def _check_validation_matches_training(training: File, validation: File) -> None
         )
     if validation.label_kind != training.label_kind:
         raise InvalidRequest(
-            f"validation_file: labels are {validation.label_kind}s, but the training file's are "
-            f"{training.label_kind}s",
+            f"validation_file: labels are {validation.label_kind}s, but the training file's are {training.label_kind}s",
             param="validation_file",
         )
     unknown = sorted(set(validation.label_counts) - set(training.label_counts))
     if unknown:
         raise InvalidRequest(
-            f"validation_file: label {unknown[0]!r} does not occur in the training file", param="validation_file"
+            f"validation_file: label {unknown[0]!r} does not occur in the training file",
+            param="validation_file",
         )
 
 

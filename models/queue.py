@@ -65,6 +65,4 @@ def prepare_embedded_broker(broker_url: str) -> None:
 
 def enqueue_job_run(broker_url: str, job_id: str) -> None:
     """Ask a worker to run `job_id`. Call only after the job's row is committed as `queued`."""
-    _producer(broker_url).send_task(
-        TaskName.run_job.value, kwargs={"job_id": job_id}, queue=QueueName.training.value
-    )
+    _producer(broker_url).send_task(TaskName.run_job.value, kwargs={"job_id": job_id}, queue=QueueName.training.value)

@@ -21,7 +21,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("./var"), description="Embedded state and artifacts live here.")
     database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite under data_dir.")
     broker_url: str = Field(
-        default="", description="Celery broker URL; empty means the serverless embedded broker under data_dir."
+        default="",
+        description="Celery broker URL; empty means the serverless embedded broker under data_dir.",
     )
     artifact_root: Path | None = Field(default=None, description="Artifact store folder; default data_dir/artifacts.")
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0, description="Largest accepted upload, in bytes.")

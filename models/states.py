@@ -16,9 +16,7 @@ class JobStatus(StrEnum):
     cancelled = "cancelled"
 
 
-TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(
-    {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
-)
+TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
 
 # Every legal move. A terminal status has no way out; everything else may be cancelled.
 # running → queued is the hand-back of a run whose process was lost (its lease expired).

@@ -45,9 +45,7 @@ def create_api_key(session: Session, tenant: Tenant) -> tuple[ApiKey, str]:
     """A new key for `tenant`; returns the row and the plaintext, which is never stored. Does not commit."""
     lookup = _random_text(_LOOKUP_CHARS)
     secret = _random_text(_SECRET_CHARS)
-    row = ApiKey(
-        id=new_id(IdPrefix.api_key), tenant_id=tenant.id, lookup_prefix=lookup, secret_sha256=_digest(secret)
-    )
+    row = ApiKey(id=new_id(IdPrefix.api_key), tenant_id=tenant.id, lookup_prefix=lookup, secret_sha256=_digest(secret))
     session.add(row)
     session.flush()
     return row, f"{KEY_PREFIX}{lookup}_{secret}"

@@ -176,9 +176,7 @@ def test_api_worker_and_migrate_share_the_artifact_volume_at_the_same_path(compo
     # ... and that path is the data directory each of them is told to use.
     for name in GRAFT_SERVICES:
         data_dir = _environment(_service(compose, name)).get("GRAFT_DATA_DIR")
-        assert data_dir == targets[name], (
-            f"{name}: GRAFT_DATA_DIR={data_dir!r} but artifacts at {targets[name]}"
-        )
+        assert data_dir == targets[name], f"{name}: GRAFT_DATA_DIR={data_dir!r} but artifacts at {targets[name]}"
 
 
 @pytest.mark.parametrize("variable", ["GRAFT_DATABASE_URL", "GRAFT_BROKER_URL"])
@@ -226,9 +224,7 @@ def test_every_graft_variable_in_compose_is_a_settings_field(compose: dict[str, 
     for service in (compose.get("services") or {}).values():
         named |= {key for key in _environment(service) if key.startswith("GRAFT_")}
     assert named, "docker-compose.yml names no GRAFT_* variable"
-    unknown = sorted(
-        name for name in named if name.removeprefix("GRAFT_").lower() not in Settings.model_fields
-    )
+    unknown = sorted(name for name in named if name.removeprefix("GRAFT_").lower() not in Settings.model_fields)
     assert not unknown, f"not fields of models.settings.Settings: {unknown}"
 
 
@@ -287,7 +283,5 @@ def test_dockerfile_runs_the_graft_cli_as_a_non_root_user() -> None:
     assert instructions["CMD"] == '["api", "--host", "0.0.0.0", "--port", "8000"]'
     assert instructions["USER"] == "graft"
     assert instructions["EXPOSE"] == "8000"
-    env = [
-        token for keyword, args in _dockerfile_instructions() if keyword == "ENV" for token in args.split()
-    ]
+    env = [token for keyword, args in _dockerfile_instructions() if keyword == "ENV" for token in args.split()]
     assert "GRAFT_DATA_DIR=/data" in env

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-WORDS = (
+SENTENCE_WORDS = (
     "the a an and or but not no very good great bad awful fine film movie story plot acting "
     "love hate boring fun dull moving best worst is was it this that of to in on with for"
-).split()
+)
+WORDS = SENTENCE_WORDS.split()
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 

@@ -103,7 +103,13 @@ class DatabaseReporter:
     def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str) -> None:
         with session_scope(self._database_url) as session:
             checkpoints.record_checkpoint(
-                session, self._job_id, self._attempt, step=step, epoch=epoch, metrics=metrics, blob_key=blob_key
+                session,
+                self._job_id,
+                self._attempt,
+                step=step,
+                epoch=epoch,
+                metrics=metrics,
+                blob_key=blob_key,
             )
 
     def message(self, text: str, data: dict[str, Any] | None = None) -> None:

@@ -98,9 +98,7 @@ def supervise_training_process(job_id: str, attempt: int, settings: RunnerSettin
                 break
             except subprocess.TimeoutExpired:
                 with session_scope(settings.database_url) as session:
-                    still_owner = jobs.renew_lease(
-                        session, job_id, attempt, lease_seconds=settings.lease_seconds
-                    )
+                    still_owner = jobs.renew_lease(session, job_id, attempt, lease_seconds=settings.lease_seconds)
                 if not still_owner:
                     stop_process(process, settings.cancel_grace_seconds)
                     return ChildResult(exit_code=process.returncode, payload=None, lost_job=True)

@@ -30,7 +30,11 @@ def create_fine_tuning_job(
 
 @router.get("")
 def list_fine_tuning_jobs(
-    request: Request, tenant_id: TenantDep, session: SessionDep, after: str | None = None, limit: LimitQuery = 20
+    request: Request,
+    tenant_id: TenantDep,
+    session: SessionDep,
+    after: str | None = None,
+    limit: LimitQuery = 20,
 ) -> ListPage[JobRead]:
     metadata = {
         key.removeprefix("metadata[").removesuffix("]"): value
@@ -40,7 +44,10 @@ def list_fine_tuning_jobs(
     rows, has_more = jobs.list_jobs(session, tenant_id, after=after, limit=limit, metadata=metadata or None)
     data = [JobRead.from_row(row) for row in rows]
     return ListPage[JobRead](
-        data=data, has_more=has_more, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
+        data=data,
+        has_more=has_more,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
     )
 
 
@@ -64,7 +71,10 @@ def list_fine_tuning_events(
     rows, has_more = events.list_events(session, job.id, after=after, limit=limit)
     data = [EventRead.from_row(row) for row in rows]
     return ListPage[EventRead](
-        data=data, has_more=has_more, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
+        data=data,
+        has_more=has_more,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
     )
 
 
@@ -76,12 +86,17 @@ def list_fine_tuning_checkpoints(
     rows, has_more = checkpoints.list_checkpoints(session, job.id, after=after, limit=limit)
     data = [CheckpointRead.from_row(row, checkpoints.checkpoint_model_name(job, row)) for row in rows]
     return ListPage[CheckpointRead](
-        data=data, has_more=has_more, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
+        data=data,
+        has_more=has_more,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
     )
 
 
 @router.get("/{job_id}/weights", response_class=FileResponse)
-def download_fine_tuned_weights(job_id: str, tenant_id: TenantDep, session: SessionDep, store: StoreDep) -> FileResponse:
+def download_fine_tuned_weights(
+    job_id: str, tenant_id: TenantDep, session: SessionDep, store: StoreDep
+) -> FileResponse:
     """A tar of a Hugging Face model folder; supports Range requests, and its ETag is the sha256."""
     job = jobs.get_job(session, tenant_id, job_id)
     artifact = artifacts.get_weights_artifact(session, job)

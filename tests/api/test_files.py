@@ -87,7 +87,10 @@ def test_chunked_upload_over_the_limit_is_413(client: TestClient, auth: dict[str
 
 def test_wrong_purpose_is_a_400_naming_purpose(client: TestClient, auth: dict[str, str]) -> None:
     response = client.post(
-        "/v1/files", headers=auth, files={"file": ("t.jsonl", jsonl_bytes(GOOD_ROWS))}, data={"purpose": "assistants"}
+        "/v1/files",
+        headers=auth,
+        files={"file": ("t.jsonl", jsonl_bytes(GOOD_ROWS))},
+        data={"purpose": "assistants"},
     )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "purpose"

@@ -80,8 +80,12 @@ def test_hyperparameters_in_method_are_accepted(
     assert job["hyperparameters"]["n_epochs"] == 5
 
 
-def test_layerwise_lr_records_its_decay(client: TestClient, auth: dict[str, str], training_file: str, minilm: str) -> None:
-    job = create(client, auth, training_file=training_file, strategy={"type": "layerwise_lr", "layer_decay": 0.9}).json()
+def test_layerwise_lr_records_its_decay(
+    client: TestClient, auth: dict[str, str], training_file: str, minilm: str
+) -> None:
+    job = create(
+        client, auth, training_file=training_file, strategy={"type": "layerwise_lr", "layer_decay": 0.9}
+    ).json()
     assert job["strategy"] == {"type": "layerwise_lr", "trainable_layers": None, "layer_decay": 0.9}
 
 
@@ -106,7 +110,12 @@ def test_layerwise_lr_records_its_decay(client: TestClient, auth: dict[str, str]
     ],
 )
 def test_bad_job_requests_are_400s_naming_the_field(
-    client: TestClient, auth: dict[str, str], training_file: str, minilm: str, body: dict[str, Any], param: str
+    client: TestClient,
+    auth: dict[str, str],
+    training_file: str,
+    minilm: str,
+    body: dict[str, Any],
+    param: str,
 ) -> None:
     response = create(client, auth, training_file=training_file, **body)
     assert response.status_code == 400, response.text

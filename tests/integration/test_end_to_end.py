@@ -84,4 +84,3 @@ def test_minilm_fine_tuned_through_redis_and_postgresql_beats_chance(
         validation_rows
     )
     assert accuracy > 0.7, accuracy
-

@@ -11,7 +11,16 @@ from migrations.apply import downgrade_to_base, upgrade_to_head
 from models.db import close_engine, get_engine
 from models.tables import Base
 
-TABLES = {"tenants", "api_keys", "files", "base_models", "jobs", "job_events", "checkpoints", "result_artifacts"}
+TABLES = {
+    "tenants",
+    "api_keys",
+    "files",
+    "base_models",
+    "jobs",
+    "job_events",
+    "checkpoints",
+    "result_artifacts",
+}
 
 
 def assert_schema_matches_the_models(url: str) -> None:
@@ -22,7 +31,7 @@ def assert_schema_matches_the_models(url: str) -> None:
 
 def migrate_down_and_up(url: str) -> None:
     upgrade_to_head(url)
-    assert TABLES <= set(inspect(get_engine(url)).get_table_names())
+    assert set(inspect(get_engine(url)).get_table_names()) >= TABLES
     assert_schema_matches_the_models(url)
     downgrade_to_base(url)
     assert not TABLES & set(inspect(get_engine(url)).get_table_names())

@@ -100,7 +100,10 @@ def test_overlong_line_is_refused_without_reading_it_whole(tmp_path: Path) -> No
 def test_csv_with_header_is_read(tmp_path: Path) -> None:
     path = write(tmp_path, b'text,label\n"a, quoted",pos\nplain,neg\n', "data.csv")
     records = list(iter_records(path, DataFormat.csv))
-    assert [(r.text, r.label, r.line_number) for r in records] == [("a, quoted", "pos", 2), ("plain", "neg", 3)]
+    assert [(r.text, r.label, r.line_number) for r in records] == [
+        ("a, quoted", "pos", 2),
+        ("plain", "neg", 3),
+    ]
 
 
 def test_csv_without_label_column_is_refused(tmp_path: Path) -> None:

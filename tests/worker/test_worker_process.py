@@ -43,7 +43,9 @@ def create_job(client: TestClient, auth: dict[str, str], model: str, **body: Any
     return job_id
 
 
-def wait_for_status(client: TestClient, auth: dict[str, str], job_id: str, status: str, timeout: float) -> dict[str, Any]:
+def wait_for_status(
+    client: TestClient, auth: dict[str, str], job_id: str, status: str, timeout: float
+) -> dict[str, Any]:
     return wait_for(
         lambda: (job := job_of(client, auth, job_id))["status"] == status and job,
         timeout=timeout,
@@ -122,7 +124,11 @@ def test_a_job_whose_base_model_vanished_fails_with_an_actionable_error(
 
 
 def test_a_second_delivery_of_the_same_job_does_not_run_it_again(
-    client: TestClient, auth: dict[str, str], tiny_bert: str, settings: Settings, worker: subprocess.Popen[bytes]
+    client: TestClient,
+    auth: dict[str, str],
+    tiny_bert: str,
+    settings: Settings,
+    worker: subprocess.Popen[bytes],
 ) -> None:
     job_id = create_job(client, auth, tiny_bert, hyperparameters={"n_epochs": 1})
     queue.enqueue_job_run(settings.broker_url, job_id)  # a duplicate message, as a broker may deliver

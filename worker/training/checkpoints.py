@@ -57,7 +57,8 @@ def save_checkpoint(
     save_file(trainable, str(folder / TRAINABLE_WEIGHTS))
     torch.save(optimizer.state_dict(), folder / OPTIMIZER_STATE)
     save_file(
-        {"torch_cpu": torch.get_rng_state(), "shuffle": shuffle_generator.get_state()}, str(folder / RNG_STATE)
+        {"torch_cpu": torch.get_rng_state(), "shuffle": shuffle_generator.get_state()},
+        str(folder / RNG_STATE),
     )
     state = TrainerState(
         step=step,

@@ -58,9 +58,7 @@ class TextClassification:
     """A sequence-classification head (single texts or pairs) scored by accuracy and macro-F1."""
 
     def load_tokenizer(self, config: TrainingConfig) -> PreTrainedTokenizerBase:
-        return AutoTokenizer.from_pretrained(
-            config.base_model_location, trust_remote_code=config.trust_remote_code
-        )
+        return AutoTokenizer.from_pretrained(config.base_model_location, trust_remote_code=config.trust_remote_code)
 
     def load_network(self, config: TrainingConfig) -> PreTrainedModel:
         names = [str(label) for label in config.label_names]

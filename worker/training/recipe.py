@@ -18,7 +18,12 @@ from worker.training.config import TrainingConfig
 from worker.training.export import ExportManifest, export_model_archive
 from worker.training.heads import TASKS, EncodedExamples, TaskAdapter
 from worker.training.reporting import StepProgress, TrainingFailure, TrainingReporter
-from worker.training.strategies import FreezePlan, optimizer_parameter_groups, plan_freezing, set_training_mode
+from worker.training.strategies import (
+    FreezePlan,
+    optimizer_parameter_groups,
+    plan_freezing,
+    set_training_mode,
+)
 
 MAX_GRADIENT_NORM = 1.0
 EVAL_BATCH_SIZE = 128
@@ -49,7 +54,7 @@ class FineTuningRecipe:
                 JobErrorCode.base_model_unavailable,
                 f"could not load base model from {self.config.base_model_location}: {error}",
             ) from error
-        self.network.to(self.device)
+        torch.nn.Module.to(self.network, self.device)
         self.plan: FreezePlan = plan_freezing(self.network, self.config.num_layers, self.config.strategy)
         self.training_examples = self.task.encode_file(self.config.training_file, self.tokenizer, self.config)
         self.validation_examples: EncodedExamples | None = (
@@ -69,7 +74,8 @@ class FineTuningRecipe:
         self.steps_per_epoch = len(self.train_loader)
         self.total_steps = self.steps_per_epoch * hyper.n_epochs
         self.optimizer = torch.optim.AdamW(
-            optimizer_parameter_groups(self.plan, hyper.learning_rate, hyper.weight_decay), lr=hyper.learning_rate
+            optimizer_parameter_groups(self.plan, hyper.learning_rate, hyper.weight_decay),
+            lr=hyper.learning_rate,
         )
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer,
@@ -134,7 +140,9 @@ class FineTuningRecipe:
         assert self.validation_examples is not None
         self.network.eval()
         loader = DataLoader(
-            self.validation_examples, batch_size=EVAL_BATCH_SIZE, collate_fn=self.task.collator(self.tokenizer)
+            self.validation_examples,
+            batch_size=EVAL_BATCH_SIZE,
+            collate_fn=self.task.collator(self.tokenizer),
         )
         all_logits, all_labels, loss_sum = [], [], 0.0
         for batch in loader:

@@ -33,8 +33,9 @@ class TrainingFailure(Exception):
 
 
 class TrainingReporter(Protocol):
-    def run_started(self, *, trainable_parameters: int, total_parameters: int, total_steps: int, examples: int) -> None:
-        ...
+    def run_started(
+        self, *, trainable_parameters: int, total_parameters: int, total_steps: int, examples: int
+    ) -> None: ...
 
     def step_finished(self, progress: StepProgress) -> None:
         """Called after every optimiser step; implementations decide how often to persist."""

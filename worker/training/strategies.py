@@ -39,13 +39,14 @@ class FreezePlan:
 
 def split_network(network: nn.Module, num_layers: int) -> NetworkParts:
     """Find the layer stack (the ModuleList of `num_layers` blocks) and sort the rest around it."""
-    body = getattr(network, "base_model", network)
+    body: nn.Module = getattr(network, "base_model", network)
     stack_name = _find_layer_stack(body, num_layers)
     stack_path = stack_name.split(".")
     embeddings: list[nn.Module] = []
     body_top: list[nn.Module] = []
     head: list[nn.Module] = []
-    input_embedding = body.get_input_embeddings() if hasattr(body, "get_input_embeddings") else None
+    embedding_getter = getattr(body, "get_input_embeddings", None)
+    input_embedding = embedding_getter() if callable(embedding_getter) else None
     for name, child in body.named_children():
         if name == stack_path[0]:
             body_top.extend(_siblings_of_stack(child, stack_path[1:]))
@@ -55,7 +56,9 @@ def split_network(network: nn.Module, num_layers: int) -> NetworkParts:
             embeddings.append(child)
         else:
             body_top.append(child)
-    layers = list(body.get_submodule(stack_name))
+    stack = body.get_submodule(stack_name)
+    assert isinstance(stack, nn.ModuleList)
+    layers = list(stack)
     if body is not network:
         head.extend(child for name, child in network.named_children() if child is not body)
     return NetworkParts(embeddings=embeddings, layers=layers, body_top=body_top, head=head)
@@ -67,7 +70,8 @@ def _find_layer_stack(body: nn.Module, num_layers: int) -> str:
     ]
     if not candidates:
         raise ValueError(f"found no stack of {num_layers} layers in {type(body).__name__}")
-    return min(candidates, key=lambda name: name.count("."))  # the outermost one
+    outermost: str = min(candidates, key=lambda name: name.count("."))
+    return outermost
 
 
 def _siblings_of_stack(container: nn.Module, remaining_path: list[str]) -> list[nn.Module]:
@@ -105,12 +109,16 @@ def _partial(parts: NetworkParts, strategy: ResolvedStrategy) -> FreezePlan:
 
 def _full(parts: NetworkParts, strategy: ResolvedStrategy) -> FreezePlan:
     return FreezePlan(
-        frozen=[], groups=[ParameterGroup([*parts.embeddings, *parts.layers, *parts.body_top, *parts.head], 1.0)]
+        frozen=[],
+        groups=[ParameterGroup([*parts.embeddings, *parts.layers, *parts.body_top, *parts.head], 1.0)],
     )
 
 
 def _layerwise_lr(parts: NetworkParts, strategy: ResolvedStrategy) -> FreezePlan:
-    """Head at the full rate; the top layer (and any final norm) at decay¹, layer i at decay^(L−i), embeddings at decay^(L+1)."""
+    """Head at the full rate, the top layer (and a final norm) at decay¹, layer i of L at decay^(L−i).
+
+    The embeddings sit one step below the first layer, at decay^(L+1).
+    """
     assert strategy.layer_decay is not None
     decay, depth = strategy.layer_decay, len(parts.layers)
     groups = [ParameterGroup(parts.head, 1.0), ParameterGroup(parts.body_top, decay)]
@@ -147,7 +155,8 @@ def optimizer_parameter_groups(plan: FreezePlan, learning_rate: float, weight_de
     groups: list[dict[str, object]] = []
     seen: set[int] = set()
     for group in plan.groups:
-        decayed, undecayed = [], []
+        decayed: list[nn.Parameter] = []
+        undecayed: list[nn.Parameter] = []
         for module in group.modules:
             for name, parameter in module.named_parameters():
                 if not parameter.requires_grad or id(parameter) in seen:

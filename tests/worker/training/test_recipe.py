@@ -8,11 +8,16 @@ from transformers import AutoModelForSequenceClassification, pipeline
 
 from models.schemas import StrategyType
 from models.storage import ArtifactStore
-from worker.training.checkpoints import COMPLETE_MARKER, TRAINABLE_WEIGHTS, is_complete, load_trainable_weights
+from tests.worker.training.conftest import RecordingReporter
+from worker.training.checkpoints import (
+    COMPLETE_MARKER,
+    TRAINABLE_WEIGHTS,
+    is_complete,
+    load_trainable_weights,
+)
 from worker.training.export import extract_model_archive
 from worker.training.recipe import FineTuningRecipe
 from worker.training.reporting import TrainingFailure
-from tests.worker.training.conftest import RecordingReporter
 
 
 def run_recipe(config: Any, store_root: Path) -> tuple[FineTuningRecipe, RecordingReporter]:
@@ -67,7 +72,10 @@ def test_exported_archive_loads_with_plain_transformers(make_config: Any, tmp_pa
     network = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
     assert network.config.id2label == {0: "neg", 1: "pos"}
     classify = pipeline("text-classification", model=str(tmp_path / "model"))
-    assert [result["label"] for result in classify(["the film was great", "the film was awful"])] == ["pos", "neg"]
+    assert [result["label"] for result in classify(["the film was great", "the film was awful"])] == [
+        "pos",
+        "neg",
+    ]
 
 
 def test_a_missing_base_model_is_a_training_failure_naming_the_model(make_config: Any, tmp_path: Path) -> None:
