@@ -12,6 +12,7 @@ class ErrorCode(StrEnum):
     not_found = "not_found"
     unauthorized = "invalid_api_key"
     payload_too_large = "file_too_large"
+    service_unavailable = "service_unavailable"
     internal_error = "internal_error"
 
 
@@ -24,6 +25,7 @@ class JobErrorCode(StrEnum):
     out_of_memory = "out_of_memory"
     artifact_write_failed = "artifact_write_failed"
     worker_crashed = "worker_crashed"
+    queue_unavailable = "queue_unavailable"
     internal_error = "internal_error"
 
 
@@ -74,3 +76,9 @@ class PayloadTooLarge(GraftError):
     status_code = 413
     code = ErrorCode.payload_too_large
     error_type = "invalid_request_error"
+
+
+class ServiceUnavailable(GraftError):
+    status_code = 503
+    code = ErrorCode.service_unavailable
+    error_type = "server_error"

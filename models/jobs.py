@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from models import catalog, events
 from models.data_formats import ordered_labels
-from models.errors import InvalidRequest, InvalidTransition, NotFound
+from models.errors import InvalidRequest, InvalidTransition, JobErrorCode, NotFound
 from models.events import EventLevel
 from models.files import get_file
 from models.hyperparameters import resolve_hyperparameters, resolve_strategy
@@ -133,12 +133,14 @@ def transition_job(
     *,
     attempt: int | None = None,
     values: dict[str, Any] | None = None,
+    only_from: JobStatus | None = None,
 ) -> bool:
     """The one way a status changes: `UPDATE … WHERE status IN (legal sources) [AND attempt = ?]`.
 
     Returns whether this call made the change; a racing writer makes it False, never both True.
     """
-    query = update(Job).where(Job.id == job_id, Job.status.in_([source.value for source in sources_of(target)]))
+    sources = sources_of(target) if only_from is None else sources_of(target) & {only_from}
+    query = update(Job).where(Job.id == job_id, Job.status.in_([source.value for source in sources]))
     if attempt is not None:
         query = query.where(Job.attempt == attempt)
     result = session.execute(
@@ -237,13 +239,19 @@ def complete_job(session: Session, job_id: str, attempt: int, *, trained_tokens:
     return name
 
 
-def fail_job(session: Session, job_id: str, attempt: int | None, failure: JobFailure) -> bool:
-    """Move the job to `failed` with a code and an actionable message; False if it had already ended."""
+def fail_job(
+    session: Session, job_id: str, attempt: int | None, failure: JobFailure, *, only_from: JobStatus | None = None
+) -> bool:
+    """Move the job to `failed` with a code and an actionable message; False if it had already ended.
+
+    `only_from` narrows the legal sources to one status (e.g. fail a job only while still queued).
+    """
     failed = transition_job(
         session,
         job_id,
         JobStatus.failed,
         attempt=attempt,
+        only_from=only_from,
         values={
             "error_code": failure.code,
             "error_message": failure.message,
@@ -255,6 +263,20 @@ def fail_job(session: Session, job_id: str, attempt: int | None, failure: JobFai
     if failed:
         events.append_event(session, job_id, f"Job failed: {failure.message}", level=EventLevel.error)
     return failed
+
+
+def fail_unsent_job(session: Session, job_id: str) -> bool:
+    """`queued → failed` for a job whose message never reached the broker; False if a worker already has it."""
+    return fail_job(
+        session,
+        job_id,
+        None,
+        JobFailure(
+            JobErrorCode.queue_unavailable,
+            "The job queue was unreachable, so the job never started; create it again (your files are kept).",
+        ),
+        only_from=JobStatus.queued,
+    )
 
 
 def fine_tuned_model_name(job: Job) -> str:

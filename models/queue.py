@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from kombu.exceptions import OperationalError
 from sqlalchemy.engine import make_url
 
 # The embedded broker is kombu's SQLAlchemy transport on a SQLite file (bench/broker.py: the
@@ -63,6 +64,18 @@ def prepare_embedded_broker(broker_url: str) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
 
 
+class QueueUnavailable(Exception):
+    """The broker could not be reached; the message was not sent."""
+
+
 def enqueue_job_run(broker_url: str, job_id: str) -> None:
-    """Ask a worker to run `job_id`. Call only after the job's row is committed as `queued`."""
-    _producer(broker_url).send_task(TaskName.run_job.value, kwargs={"job_id": job_id}, queue=QueueName.training.value)
+    """Ask a worker to run `job_id`. Call only after the job's row is committed as `queued`.
+
+    Raises QueueUnavailable when the broker cannot be reached.
+    """
+    try:
+        _producer(broker_url).send_task(
+            TaskName.run_job.value, kwargs={"job_id": job_id}, queue=QueueName.training.value
+        )
+    except (OSError, OperationalError) as error:
+        raise QueueUnavailable(str(error)) from error

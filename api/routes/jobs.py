@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse
 
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
 from models import artifacts, checkpoints, events, jobs, queue
+from models.errors import ServiceUnavailable
 from models.schemas import MAX_LIST_LIMIT, CheckpointRead, EventRead, JobCreate, JobRead, ListPage
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
@@ -22,9 +23,17 @@ def create_fine_tuning_job(
 ) -> JobRead:
     job = jobs.create_job(session, tenant_id, spec)
     session.commit()
-    # After the commit: a worker that receives the id finds the row. Should sending fail, the job
-    # stays `queued` in the database, which is the source of truth.
-    queue.enqueue_job_run(settings.broker_url, job.id)
+    try:
+        # After the commit, so a worker that receives the id finds the row.
+        queue.enqueue_job_run(settings.broker_url, job.id)
+    except queue.QueueUnavailable as error:
+        failed = jobs.fail_unsent_job(session, job.id)
+        session.commit()
+        if failed:
+            raise ServiceUnavailable(
+                f"The job queue is unreachable, so job {job.id} could not start; retry shortly.", param=None
+            ) from error
+    session.refresh(job)
     return JobRead.from_row(job)
 
 

@@ -5,8 +5,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from api.main import create_app
 from models.hyperparameters import STRATEGY_DEFAULTS
 from models.schemas import StrategyType
+from models.settings import Settings
 from tests.conftest import jsonl_bytes, upload_file
 
 ROWS = [{"text": f"sample {i}", "label": "positive" if i % 2 else "negative"} for i in range(40)]
@@ -229,3 +231,17 @@ def test_models_list_shows_the_default_base_model(client: TestClient, auth: dict
         "fine_tuning_job_id": None,
     }
     assert client.get("/v1/models/ft:nope", headers=auth).status_code == 404
+
+
+def test_unreachable_queue_is_a_503_and_the_job_is_failed_not_left_queued(
+    settings: Settings, auth: dict[str, str], minilm: str
+) -> None:
+    unreachable = settings.model_copy(update={"broker_url": "redis://127.0.0.1:9/0"})
+    with TestClient(create_app(unreachable)) as client:
+        file_id = upload_file(client, auth, jsonl_bytes(ROWS))
+        response = create(client, auth, training_file=file_id)
+        assert response.status_code == 503
+        assert error(response)["code"] == "service_unavailable"
+        [job] = client.get("/v1/fine_tuning/jobs", headers=auth).json()["data"]
+        assert job["status"] == "failed"
+        assert job["error"]["code"] == "queue_unavailable"

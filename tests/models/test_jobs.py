@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from models import checkpoints, jobs
+from models.db import session_scope
+from models.errors import InvalidTransition
+from models.jobs import JobFailure, LeaseLost
+from models.settings import Settings
+from models.states import JobStatus
+from models.tables import Job
+from tests.conftest import jsonl_bytes, upload_file
+
+ROWS = [{"text": f"t{i}", "label": "a" if i % 2 else "b"} for i in range(8)]
+
+
+@pytest.fixture
+def new_job(client: TestClient, auth: dict[str, str], minilm: str) -> Callable[[], str]:
+    file_id = upload_file(client, auth, jsonl_bytes(ROWS))
+
+    def _create() -> str:
+        response = client.post("/v1/fine_tuning/jobs", headers=auth, json={"training_file": file_id})
+        job_id: str = response.json()["id"]
+        return job_id
+
+    return _create
+
+
+def claim(settings: Settings, job_id: str, owner: str = "test:1") -> int | None:
+    with session_scope(settings.database_url) as session:
+        return jobs.claim_job(session, job_id, owner=owner, lease_seconds=30)
+
+
+def status_of(settings: Settings, job_id: str) -> str:
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job.status
+
+
+def race(*actions: Callable[[], Any]) -> list[Any]:
+    """Run the actions in threads released at the same instant; return their results in order."""
+    barrier = threading.Barrier(len(actions))
+    results: list[Any] = [None] * len(actions)
+
+    def run(index: int, action: Callable[[], Any]) -> None:
+        barrier.wait()
+        try:
+            results[index] = action()
+        except Exception as error:  # the loser's exception is its result
+            results[index] = error
+
+    threads = [threading.Thread(target=run, args=(i, a)) for i, a in enumerate(actions)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_a_claim_moves_queued_to_running_with_a_new_attempt(settings: Settings, new_job: Callable[[], str]) -> None:
+    job_id = new_job()
+    assert claim(settings, job_id) == 1
+    assert status_of(settings, job_id) == JobStatus.running
+    assert claim(settings, job_id) is None
+
+
+def test_two_workers_claiming_at_once_yield_exactly_one_run(settings: Settings, new_job: Callable[[], str]) -> None:
+    for _ in range(10):
+        job_id = new_job()
+        results = race(lambda j=job_id: claim(settings, j, "w:1"), lambda j=job_id: claim(settings, j, "w:2"))
+        assert sorted(results, key=str) == [1, None]
+
+
+def test_cancel_racing_completion_ends_in_exactly_one_final_state(
+    settings: Settings, new_job: Callable[[], str]
+) -> None:
+    outcomes = set()
+    for _ in range(20):
+        job_id = new_job()
+        attempt = claim(settings, job_id)
+        assert attempt is not None
+
+        def complete(j: str = job_id, a: int = attempt) -> str | None:
+            with session_scope(settings.database_url) as session:
+                return jobs.complete_job(session, j, a, trained_tokens=10)
+
+        def cancel(j: str = job_id) -> Job:
+            with session_scope(settings.database_url) as session:
+                job = session.get(Job, j)
+                assert job is not None
+                return jobs.cancel_job(session, job.tenant_id, j)
+
+        completed, cancelled = race(complete, cancel)
+        final = status_of(settings, job_id)
+        if completed is not None:
+            assert isinstance(cancelled, InvalidTransition)
+            assert final == JobStatus.succeeded
+        else:
+            assert isinstance(cancelled, Job)
+            assert final == JobStatus.cancelled
+        outcomes.add(final)
+        with session_scope(settings.database_url) as session:  # a final state never changes again
+            assert not jobs.fail_job(session, job_id, None, JobFailure("internal_error", "late"))
+        assert status_of(settings, job_id) == final
+
+
+def test_a_run_that_lost_its_job_can_no_longer_write(settings: Settings, new_job: Callable[[], str]) -> None:
+    job_id = new_job()
+    attempt = claim(settings, job_id)
+    assert attempt is not None
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        jobs.cancel_job(session, job.tenant_id, job_id)
+    with session_scope(settings.database_url) as session:
+        assert not jobs.renew_lease(session, job_id, attempt, lease_seconds=30)
+        with pytest.raises(LeaseLost):
+            jobs.record_progress(session, job_id, attempt, trained_tokens=5)
+        with pytest.raises(LeaseLost):
+            checkpoints.record_checkpoint(session, job_id, attempt, step=1, epoch=1, metrics={}, blob_key="k")
+        assert jobs.complete_job(session, job_id, attempt, trained_tokens=5) is None
+    assert status_of(settings, job_id) == JobStatus.cancelled
+
+
+def test_writes_of_an_older_attempt_are_refused(settings: Settings, new_job: Callable[[], str]) -> None:
+    job_id = new_job()
+    attempt = claim(settings, job_id)
+    assert attempt == 1
+    with session_scope(settings.database_url) as session:  # the run is handed back and claimed again
+        assert jobs.transition_job(session, job_id, JobStatus.queued, attempt=attempt)
+    assert claim(settings, job_id) == 2
+    with session_scope(settings.database_url) as session:
+        with pytest.raises(LeaseLost):
+            jobs.record_progress(session, job_id, 1, trained_tokens=1)
+        jobs.record_progress(session, job_id, 2, trained_tokens=1)
+
+
+def test_a_failed_job_keeps_its_code_and_message(settings: Settings, new_job: Callable[[], str]) -> None:
+    job_id = new_job()
+    attempt = claim(settings, job_id)
+    failure = JobFailure("out_of_memory", "ran out of memory; lower hyperparameters.batch_size")
+    with session_scope(settings.database_url) as session:
+        assert jobs.fail_job(session, job_id, attempt, failure)
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert (job.status, job.error_code, job.error_message) == ("failed", failure.code, failure.message)
+        assert job.finished_at is not None
