@@ -20,6 +20,10 @@ def weights_blob_key(job_id: str) -> str:
     return f"jobs/{job_id}/weights.tar"
 
 
+def results_blob_key(job_id: str) -> str:
+    return f"jobs/{job_id}/results.csv"
+
+
 def record_artifact(
     session: Session, job_id: str, *, kind: ArtifactKind, blob_key: str, size_bytes: int, sha256: str
 ) -> ResultArtifact:

@@ -73,6 +73,27 @@ def create_file(
     return row
 
 
+def create_result_file(
+    session: Session, *, tenant_id: str, job_id: str, blob_key: str, size_bytes: int, sha256: str, record_count: int
+) -> File:
+    """The row of a job's metrics CSV (purpose `fine-tune-results`), whose blob is already published."""
+    row = File(
+        id=new_id(IdPrefix.file),
+        tenant_id=tenant_id,
+        filename=f"{job_id}-results.csv",
+        purpose=FilePurpose.fine_tune_results.value,
+        size_bytes=size_bytes,
+        sha256=sha256,
+        status=FileStatus.processed.value,
+        blob_key=blob_key,
+        data_format="csv",
+        record_count=record_count,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
 def get_file(session: Session, tenant_id: str, file_id: str) -> File:
     """The tenant's live file; another tenant's or a deleted file is NotFound, exactly like a missing one."""
     row = session.get(File, file_id) if is_well_formed(file_id, IdPrefix.file) else None

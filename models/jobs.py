@@ -213,7 +213,9 @@ def ensure_run_owns_job(session: Session, job_id: str, attempt: int) -> None:
     _fenced_update(session, job_id, attempt, {"attempt": attempt})
 
 
-def complete_job(session: Session, job_id: str, attempt: int, *, trained_tokens: int) -> str | None:
+def complete_job(
+    session: Session, job_id: str, attempt: int, *, trained_tokens: int, result_files: list[str] | None = None
+) -> str | None:
     """`running → succeeded` for this attempt; returns the fine-tuned model name, or None if it lost the race."""
     job = session.get(Job, job_id)
     if job is None:
@@ -228,6 +230,7 @@ def complete_job(session: Session, job_id: str, attempt: int, *, trained_tokens:
             "fine_tuned_model": name,
             "finished_at": utc_now(),
             "trained_tokens": trained_tokens,
+            "result_files": result_files or [],
             "lease_owner": None,
             "lease_expires_at": None,
         },
@@ -329,6 +332,13 @@ def _check_validation_matches_training(training: File, validation: File) -> None
             f"validation_file: label {unknown[0]!r} does not occur in the training file",
             param="validation_file",
         )
+
+
+def tenant_of(session: Session, job_id: str) -> str:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"No such fine-tuning job: {job_id}", param="fine_tuning_job_id")
+    return job.tenant_id
 
 
 def list_fine_tuned_models(session: Session, tenant_id: str) -> list[Job]:

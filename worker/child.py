@@ -7,6 +7,7 @@ follows; 3 means the run lost its job (cancelled or taken over) and reports noth
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -15,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from models.artifacts import weights_blob_key
+from models.artifacts import results_blob_key, weights_blob_key
 from models.db import session_scope
 from models.errors import JobErrorCode
 from models.jobs import LeaseLost
@@ -24,8 +25,9 @@ from models.storage import ArtifactStore
 from models.tables import BaseModel, File, Job
 from worker.progress import DatabaseReporter
 from worker.training.config import TrainingConfig
+from worker.training.metrics_log import MetricsLog
 from worker.training.recipe import FineTuningRecipe, describe_run
-from worker.training.reporting import TrainingFailure
+from worker.training.reporting import FanOutReporter, TrainingFailure
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_LOST_JOB = 0, 1, 3
 MAX_MESSAGE_CHARS = 300
@@ -47,14 +49,28 @@ def load_training_config(database_url: str, job_id: str, artifact_root: Path) ->
 def train_job(settings: Settings, job_id: str, attempt: int) -> dict[str, Any]:
     store = ArtifactStore(settings.artifacts)
     config = load_training_config(settings.database_url, job_id, store.root)
-    reporter = DatabaseReporter(settings.database_url, job_id, attempt)
-    reporter.message("Training process started", data=describe_run(config))
-    recipe = FineTuningRecipe(config, store, reporter)
+    database = DatabaseReporter(settings.database_url, job_id, attempt)
+    metrics_log = MetricsLog()
+    database.message("Training process started", data=describe_run(config))
+    recipe = FineTuningRecipe(config, store, FanOutReporter(database, metrics_log))
     recipe.setup()
     trained_tokens = recipe.train()
     manifest = recipe.export(weights_blob_key(job_id))
-    reporter.message(f"Exported the fine-tuned model ({manifest.size_bytes} bytes, sha256 {manifest.sha256[:12]}…)")
-    return {"status": "succeeded", "manifest": asdict(manifest), "trained_tokens": trained_tokens}
+    database.message(f"Exported the fine-tuned model ({manifest.size_bytes} bytes, sha256 {manifest.sha256[:12]}…)")
+    results = metrics_log.to_csv()
+    with store.open_blob_writer(results_blob_key(job_id)) as handle:
+        handle.write(results)
+    return {
+        "status": "succeeded",
+        "manifest": asdict(manifest),
+        "trained_tokens": trained_tokens,
+        "results": {
+            "blob_key": results_blob_key(job_id),
+            "size_bytes": len(results),
+            "sha256": hashlib.sha256(results).hexdigest(),
+            "record_count": len(metrics_log.rows),
+        },
+    }
 
 
 def main(argv: list[str]) -> int:

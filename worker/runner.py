@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models import artifacts, jobs
+from models import artifacts, files, jobs
 from models.artifacts import ArtifactKind
 from models.db import session_scope
 from models.errors import JobErrorCode
@@ -124,11 +124,30 @@ def record_run_end(job_id: str, attempt: int, result: ChildResult, settings: Run
     payload = result.payload or {}
     with session_scope(settings.database_url) as session:
         if payload.get("status") == "succeeded":
-            manifest = payload["manifest"]
-            name = jobs.complete_job(session, job_id, attempt, trained_tokens=int(payload["trained_tokens"]))
+            manifest, results = payload["manifest"], payload["results"]
+            tenant_id = jobs.tenant_of(session, job_id)
+            result_file = files.create_result_file(
+                session,
+                tenant_id=tenant_id,
+                job_id=job_id,
+                blob_key=results["blob_key"],
+                size_bytes=int(results["size_bytes"]),
+                sha256=results["sha256"],
+                record_count=int(results["record_count"]),
+            )
+            name = jobs.complete_job(
+                session,
+                job_id,
+                attempt,
+                trained_tokens=int(payload["trained_tokens"]),
+                result_files=[result_file.id],
+            )
             if name is None:
-                # Cancelled in the last moment: exactly one end state, and its weights are not served.
-                ArtifactStore(settings.artifact_root).delete(manifest["blob_key"])
+                # Cancelled in the last moment: exactly one end state, and nothing of the run is served.
+                session.rollback()
+                store = ArtifactStore(settings.artifact_root)
+                store.delete(manifest["blob_key"])
+                store.delete(results["blob_key"])
                 return
             artifacts.record_artifact(
                 session,

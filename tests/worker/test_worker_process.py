@@ -82,6 +82,11 @@ def test_worker_trains_a_queued_job_to_succeeded_with_events_checkpoints_and_wei
     assert weights.status_code == 200
     with tarfile.open(fileobj=BytesIO(weights.content)) as archive:
         assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(archive.getnames())
+    [result_file] = job["result_files"]
+    results = client.get(f"/v1/files/{result_file}/content", headers=auth).text.splitlines()
+    assert results[0] == "step,epoch,train_loss,learning_rate,valid_loss,valid_accuracy,valid_macro_f1"
+    assert len(results) == 1 + 8
+    assert client.get(f"/v1/files/{result_file}", headers=auth).json()["purpose"] == "fine-tune-results"
     models = [m["id"] for m in client.get("/v1/models", headers=auth).json()["data"]]
     assert job["fine_tuned_model"] in models
 

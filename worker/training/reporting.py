@@ -45,3 +45,35 @@ class TrainingReporter(Protocol):
     def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str) -> None: ...
 
     def message(self, text: str, data: dict[str, Any] | None = None) -> None: ...
+
+
+class FanOutReporter:
+    """Tells several reporters the same things, in order."""
+
+    def __init__(self, *reporters: TrainingReporter) -> None:
+        self._reporters = reporters
+
+    def run_started(self, *, trainable_parameters: int, total_parameters: int, total_steps: int, examples: int) -> None:
+        for reporter in self._reporters:
+            reporter.run_started(
+                trainable_parameters=trainable_parameters,
+                total_parameters=total_parameters,
+                total_steps=total_steps,
+                examples=examples,
+            )
+
+    def step_finished(self, progress: StepProgress) -> None:
+        for reporter in self._reporters:
+            reporter.step_finished(progress)
+
+    def epoch_finished(self, *, epoch: int, step: int, metrics: dict[str, float]) -> None:
+        for reporter in self._reporters:
+            reporter.epoch_finished(epoch=epoch, step=step, metrics=metrics)
+
+    def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str) -> None:
+        for reporter in self._reporters:
+            reporter.checkpoint_saved(step=step, epoch=epoch, metrics=metrics, blob_key=blob_key)
+
+    def message(self, text: str, data: dict[str, Any] | None = None) -> None:
+        for reporter in self._reporters:
+            reporter.message(text, data)
