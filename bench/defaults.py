@@ -71,6 +71,7 @@ def run_one(
     validation: Path,
     labels: list[str | int],
     store: Path,
+    epochs: int | None = None,
 ) -> dict[str, Any]:
     defaults = STRATEGY_DEFAULTS[strategy]
     config = TrainingConfig(
@@ -87,7 +88,7 @@ def run_one(
             DEFAULT_LAYER_DECAY if strategy is StrategyType.layerwise_lr else None,
         ),
         hyperparameters=ResolvedHyperparameters(
-            n_epochs=defaults.n_epochs,
+            n_epochs=epochs or defaults.n_epochs,
             batch_size=32,
             learning_rate_multiplier=1.0,
             learning_rate=learning_rate,
@@ -116,6 +117,9 @@ def main() -> None:
     parser.add_argument("--dataset", default="sst2")
     parser.add_argument("--train-rows", type=int, default=2000)
     parser.add_argument("--strategies", nargs="*", default=[s.value for s in SWEEP])
+    parser.add_argument("--learning-rates", nargs="*", type=float, help="replace each strategy's sweep")
+    parser.add_argument("--epochs", type=int, help="replace each strategy's default epochs")
+    parser.add_argument("--tag", default="", help="suffix of the results file name")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -123,8 +127,10 @@ def main() -> None:
         validation = SHARED_DATA / args.dataset / "validation.jsonl"
         labels = summarize_file(training, DataFormat.jsonl).label_names
         for strategy in map(StrategyType, args.strategies):
-            for learning_rate in SWEEP[strategy]:
-                result = run_one(strategy, learning_rate, training, validation, labels, Path(scratch) / "store")
+            for learning_rate in args.learning_rates or SWEEP[strategy]:
+                result = run_one(
+                    strategy, learning_rate, training, validation, labels, Path(scratch) / "store", args.epochs
+                )
                 results.append(result)
                 final = result["epochs"][-1]
                 print(  # noqa: T201 - a benchmark's report is its output
@@ -132,7 +138,7 @@ def main() -> None:
                     f"f1={final['valid_macro_f1']:.4f} {result['seconds']}s",
                     flush=True,
                 )
-    out = Path(__file__).parent / "results" / f"defaults-{args.dataset}.json"
+    out = Path(__file__).parent / "results" / f"defaults-{args.dataset}{args.tag}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"dataset": args.dataset, "train_rows": args.train_rows, "runs": results}, indent=1))
 

@@ -386,6 +386,12 @@ class ListPage(BaseModel, Generic[T]):
     first_id: str | None = None
     last_id: str | None = None
 
+    @classmethod
+    def of(cls, data: list[T], has_more: bool = False) -> ListPage[T]:
+        """A page whose first_id/last_id are its items' ids; clients pass last_id as the next `after`."""
+        ids: list[str] = [item.id for item in data]  # type: ignore[attr-defined]
+        return cls(data=data, has_more=has_more, first_id=ids[0] if ids else None, last_id=ids[-1] if ids else None)
+
 
 def _unix(moment: datetime) -> int:
     return int(moment.timestamp())

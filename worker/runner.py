@@ -92,18 +92,30 @@ def supervise_training_process(job_id: str, attempt: int, settings: RunnerSettin
             "GRAFT_ARTIFACT_ROOT": str(settings.artifact_root),
         }
         process = subprocess.Popen(command, env=environment, preexec_fn=_die_with_parent)  # noqa: PLW1509
-        while True:
-            try:
-                exit_code = process.wait(timeout=settings.heartbeat_seconds)
-                break
-            except subprocess.TimeoutExpired:
-                with session_scope(settings.database_url) as session:
-                    still_owner = jobs.renew_lease(session, job_id, attempt, lease_seconds=settings.lease_seconds)
-                if not still_owner:
-                    stop_process(process, settings.cancel_grace_seconds)
-                    return ChildResult(exit_code=process.returncode, payload=None, lost_job=True)
+        try:
+            exit_code = _wait_while_owning_job(process, job_id, attempt, settings)
+        except BaseException:
+            stop_process(process, settings.cancel_grace_seconds)  # never leave training running unsupervised
+            raise
+        if exit_code is None:
+            return ChildResult(exit_code=process.returncode, payload=None, lost_job=True)
         payload = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None
         return ChildResult(exit_code=exit_code, payload=payload, lost_job=False)
+
+
+def _wait_while_owning_job(
+    process: subprocess.Popen[bytes], job_id: str, attempt: int, settings: RunnerSettings
+) -> int | None:
+    """The process's exit code, or None after stopping it because the run no longer owns the job."""
+    while True:
+        try:
+            return process.wait(timeout=settings.heartbeat_seconds)
+        except subprocess.TimeoutExpired:
+            with session_scope(settings.database_url) as session:
+                still_owner = jobs.renew_lease(session, job_id, attempt, lease_seconds=settings.lease_seconds)
+            if not still_owner:
+                stop_process(process, settings.cancel_grace_seconds)
+                return None
 
 
 def stop_process(process: subprocess.Popen[bytes], grace_seconds: float) -> None:

@@ -78,12 +78,7 @@ def list_files(
 ) -> ListPage[FileRead]:
     rows, has_more = files.list_files(session, tenant_id, after=after, limit=limit, purpose=purpose)
     data = [FileRead.from_row(row) for row in rows]
-    return ListPage[FileRead](
-        data=data,
-        has_more=has_more,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return ListPage[FileRead].of(data, has_more)
 
 
 @router.get("/{file_id}")

@@ -52,12 +52,7 @@ def list_fine_tuning_jobs(
     }
     rows, has_more = jobs.list_jobs(session, tenant_id, after=after, limit=limit, metadata=metadata or None)
     data = [JobRead.from_row(row) for row in rows]
-    return ListPage[JobRead](
-        data=data,
-        has_more=has_more,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return ListPage[JobRead].of(data, has_more)
 
 
 @router.get("/{job_id}")
@@ -79,12 +74,7 @@ def list_fine_tuning_events(
     job = jobs.get_job(session, tenant_id, job_id)
     rows, has_more = events.list_events(session, job.id, after=after, limit=limit)
     data = [EventRead.from_row(row) for row in rows]
-    return ListPage[EventRead](
-        data=data,
-        has_more=has_more,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return ListPage[EventRead].of(data, has_more)
 
 
 @router.get("/{job_id}/checkpoints")
@@ -94,12 +84,7 @@ def list_fine_tuning_checkpoints(
     job = jobs.get_job(session, tenant_id, job_id)
     rows, has_more = checkpoints.list_checkpoints(session, job.id, after=after, limit=limit)
     data = [CheckpointRead.from_row(row, checkpoints.checkpoint_model_name(job, row)) for row in rows]
-    return ListPage[CheckpointRead](
-        data=data,
-        has_more=has_more,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return ListPage[CheckpointRead].of(data, has_more)
 
 
 @router.get("/{job_id}/weights", response_class=FileResponse)

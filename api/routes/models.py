@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 def list_models(tenant_id: TenantDep, session: SessionDep) -> ListPage[ModelRead]:
     base = [ModelRead.from_base_model(row) for row in catalog.list_base_models(session)]
     tuned = [ModelRead.from_fine_tuned_job(job) for job in jobs.list_fine_tuned_models(session, tenant_id)]
-    return ListPage[ModelRead](data=base + tuned)
+    return ListPage[ModelRead].of(base + tuned)
 
 
 @router.get("/{model_id:path}")
