@@ -25,7 +25,9 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
         session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the session closes when the handler returns, before the response is sent, so
+# no transaction (on SQLite: no write lock) outlives the handler while a slow client reads.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_store(settings: SettingsDep) -> ArtifactStore:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from fastapi import Request
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
 
 from models.errors import InvalidRequest, PayloadTooLarge
 from models.storage import ArtifactStore
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 FILE_FIELD = "file"
 MAX_FORM_FIELD_BYTES = 64 * 1024
+MAX_FORM_PARTS = 16  # file, purpose and a few SDK extras; more is not an honest client
 MULTIPART_OVERHEAD_BYTES = 1024 * 1024  # boundaries, part headers and small fields around the file
 
 
@@ -57,6 +59,7 @@ class _UploadSink:
         self.filename: str | None = None
         self.size_bytes = 0
         self.fields: dict[str, str] = {}
+        self._parts = 0
 
     @property
     def sha256(self) -> str:
@@ -64,6 +67,9 @@ class _UploadSink:
 
     def on_part_begin(self) -> None:
         self._part = _Part()
+        self._parts += 1
+        if self._parts > MAX_FORM_PARTS:
+            raise InvalidRequest(f"the form has more than {MAX_FORM_PARTS} parts", param="file")
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._part.header_field += data[start:end]
@@ -130,7 +136,8 @@ async def receive_upload(request: Request, store: ArtifactStore, max_file_bytes:
                 body_bytes += len(chunk)
                 if body_bytes > max_file_bytes + MULTIPART_OVERHEAD_BYTES:
                     raise PayloadTooLarge(f"file: larger than the upload limit of {max_file_bytes} bytes", param="file")
-                parser.write(chunk)
+                # Parsing writes the file part to disk: off the event loop, so uploads don't stall requests.
+                await run_in_threadpool(parser.write, chunk)
             parser.finalize()
         if not sink.file_seen:
             raise InvalidRequest("file: the form has no 'file' part", param="file")

@@ -73,7 +73,9 @@ def worker() -> None:
         [
             "worker",
             f"--loglevel={settings.log_level}",
-            "--pool=prefork",
+            # solo: the task runs in the worker's main process, so it sees the shutdown flag and
+            # hands its job back; training itself runs in a separate process (worker.runner).
+            "--pool=solo",
             "--concurrency=1",
             "--without-gossip",
             "--without-mingle",

@@ -16,12 +16,21 @@ class ArtifactKind(StrEnum):
     weights_archive = "weights_archive"
 
 
-def weights_blob_key(job_id: str) -> str:
-    return f"jobs/{job_id}/weights.tar"
+def run_outputs_prefix(job_id: str, attempt: int) -> str:
+    """Where one run publishes its outputs: per attempt, so a run that lost its job never touches the winner's."""
+    return f"jobs/{job_id}/attempt-{attempt}"
 
 
-def results_blob_key(job_id: str) -> str:
-    return f"jobs/{job_id}/results.csv"
+def weights_blob_key(job_id: str, attempt: int) -> str:
+    return f"{run_outputs_prefix(job_id, attempt)}/weights.tar"
+
+
+def results_blob_key(job_id: str, attempt: int) -> str:
+    return f"{run_outputs_prefix(job_id, attempt)}/results.csv"
+
+
+def checkpoints_prefix(job_id: str) -> str:
+    return f"jobs/{job_id}/checkpoints"
 
 
 def record_artifact(

@@ -132,6 +132,8 @@ def _iter_jsonl(handle: BinaryIO) -> Iterator[ClassificationRecord]:
             raise InvalidFile(f"line {line_number}: invalid JSON ({error.msg})", param="file") from None
         except RecursionError:
             raise InvalidFile(f"line {line_number}: JSON nested too deeply", param="file") from None
+        except ValueError as error:  # e.g. an integer beyond Python's 4300-digit conversion limit
+            raise InvalidFile(f"line {line_number}: invalid JSON ({error})", param="file") from None
         if not isinstance(value, dict):
             raise InvalidFile(f"line {line_number}: expected a JSON object, got {type(value).__name__}", param="file")
         yield _record_from_mapping(value, line_number)

@@ -94,9 +94,13 @@ def create_result_file(
     return row
 
 
-def get_file(session: Session, tenant_id: str, file_id: str) -> File:
-    """The tenant's live file; another tenant's or a deleted file is NotFound, exactly like a missing one."""
-    row = session.get(File, file_id) if is_well_formed(file_id, IdPrefix.file) else None
+def get_file(session: Session, tenant_id: str, file_id: str, *, for_update: bool = False) -> File:
+    """The tenant's live file; another tenant's or a deleted file is NotFound, exactly like a missing one.
+
+    `for_update` locks the row until the transaction ends (PostgreSQL), so creating a job that uses
+    the file and deleting the file serialise; SQLite's BEGIN IMMEDIATE serialises them already.
+    """
+    row = session.get(File, file_id, with_for_update=for_update) if is_well_formed(file_id, IdPrefix.file) else None
     if row is None or row.tenant_id != tenant_id or row.deleted_at is not None:
         raise NotFound(f"No such File object: {file_id}", param="file_id")
     return row
@@ -130,7 +134,7 @@ def delete_file(session: Session, tenant_id: str, file_id: str) -> File:
 
     The caller removes the blob after committing, so a failed commit never loses content.
     """
-    row = get_file(session, tenant_id, file_id)
+    row = get_file(session, tenant_id, file_id, for_update=True)
     users = session.scalars(
         select(Job.id).where(
             (Job.training_file_id == row.id) | (Job.validation_file_id == row.id),

@@ -106,10 +106,18 @@ def list_jobs(
         query = query.where(
             (Job.created_at < cursor.created_at) | ((Job.created_at == cursor.created_at) & (Job.id < cursor.id))
         )
-    rows = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc())))
-    if metadata:
-        rows = [row for row in rows if all((row.user_metadata or {}).get(k) == v for k, v in metadata.items())]
-    return rows[:limit], len(rows) > limit
+    query = query.order_by(Job.created_at.desc(), Job.id.desc())
+    if not metadata:
+        rows = list(session.scalars(query.limit(limit + 1)))
+        return rows[:limit], len(rows) > limit
+    # Metadata is JSON, filtered portably in Python: stream rows and stop after limit + 1 matches.
+    matches: list[Job] = []
+    for row in session.scalars(query.execution_options(yield_per=200)):
+        if all((row.user_metadata or {}).get(key) == value for key, value in metadata.items()):
+            matches.append(row)
+            if len(matches) > limit:
+                break
+    return matches[:limit], len(matches) > limit
 
 
 def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
@@ -268,6 +276,57 @@ def fail_job(
     return failed
 
 
+def hand_back_job(session: Session, job_id: str, attempt: int) -> bool:
+    """`running → queued` for this attempt (its worker is shutting down); False if the run had lost the job."""
+    handed_back = transition_job(
+        session, job_id, JobStatus.queued, attempt=attempt, values={"lease_owner": None, "lease_expires_at": None}
+    )
+    if handed_back:
+        events.append_event(
+            session, job_id, f"Worker shutting down: attempt {attempt} stopped and the job returned to the queue"
+        )
+    return handed_back
+
+
+def recover_lost_runs(session: Session, *, max_attempts: int) -> list[str]:
+    """Re-queue `running` jobs whose lease expired (their worker died); fail those out of attempts.
+
+    Returns the ids of the jobs put back in the queue. Does not commit.
+    """
+    expired = session.scalars(
+        select(Job).where(Job.status == JobStatus.running.value, Job.lease_expires_at < utc_now())
+    ).all()
+    requeued = []
+    for job in expired:
+        if job.attempt >= max_attempts:
+            fail_job(
+                session,
+                job.id,
+                job.attempt,
+                JobFailure(
+                    JobErrorCode.worker_crashed,
+                    f"The job's worker was lost {job.attempt} times; the job may be crashing it "
+                    "(e.g. by running out of memory: try a smaller batch_size or max_length).",
+                ),
+            )
+        elif transition_job(
+            session,
+            job.id,
+            JobStatus.queued,
+            attempt=job.attempt,
+            values={"lease_owner": None, "lease_expires_at": None},
+        ):
+            events.append_event(
+                session, job.id, f"Worker of attempt {job.attempt} lost (lease expired); job returned to the queue"
+            )
+            requeued.append(job.id)
+    return requeued
+
+
+def queued_job_ids(session: Session) -> list[str]:
+    return list(session.scalars(select(Job.id).where(Job.status == JobStatus.queued.value).order_by(Job.created_at)))
+
+
 def fail_unsent_job(session: Session, job_id: str) -> bool:
     """`queued → failed` for a job whose message never reached the broker; False if a worker already has it."""
     return fail_job(
@@ -296,7 +355,7 @@ def has_ended(job: Job) -> bool:
 
 def _usable_file(session: Session, tenant_id: str, file_id: str, param: str) -> File:
     try:
-        row = get_file(session, tenant_id, file_id)
+        row = get_file(session, tenant_id, file_id, for_update=True)
     except NotFound:
         raise InvalidRequest(f"{param}: no such file {file_id!r}", param=param) from None
     if row.purpose != FilePurpose.fine_tune.value or row.status != FileStatus.processed.value:

@@ -15,7 +15,7 @@ from models.tables import Checkpoint, File, Job, JobEvent
 
 Auto = Literal["auto"]
 T = TypeVar("T")
-SUFFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+SUFFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_METADATA_KEYS, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS = 16, 64, 512
 MAX_LIST_LIMIT = 100
 
@@ -143,7 +143,7 @@ class JobCreate(StrictModel):
     @classmethod
     def _suffix_is_safe(cls, value: str | None) -> str | None:
         if value is not None and not SUFFIX_PATTERN.fullmatch(value):
-            raise ValueError("suffix must be 1 to 40 characters of letters, digits, '-' and '_'")
+            raise ValueError("suffix must be 1 to 64 characters of letters, digits, '-' and '_'")
         return value
 
     @field_validator("metadata")

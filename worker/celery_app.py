@@ -5,17 +5,19 @@ database decides whether a job runs: a worker claims the job row by compare-and-
 lease renewed by heartbeats. With late acks, Redis would redeliver any job running longer than the
 visibility timeout (an hour by default; fine-tuning runs for hours) and, with
 task_reject_on_worker_lost, loop a poison job forever. A message lost with a killed worker is
-recovered from the database instead (a `running` job whose lease expired), never from the broker.
+recovered from the database instead: each worker, when it starts, re-queues `running` jobs whose
+lease expired (failing those out of attempts) and re-sends every `queued` job (worker.reconciler).
 """
 
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 
 from models.db import dispose_engines_after_fork
 from models.queue import QueueName, broker_transport_options, is_embedded_broker
 from models.settings import Settings, get_settings
+from worker.reconciler import reconcile_jobs
 
 EMBEDDED_BROKER_POLL_SECONDS = 0.2
 
@@ -47,6 +49,12 @@ def create_celery_app(settings: Settings) -> Celery:
 @worker_process_init.connect
 def _forget_inherited_connections(**_: object) -> None:
     dispose_engines_after_fork()
+
+
+@worker_ready.connect
+def _reconcile_on_start(**_: object) -> None:
+    settings = get_settings()
+    reconcile_jobs(settings.database_url, settings.broker_url, max_attempts=settings.max_attempts)
 
 
 celery_app = create_celery_app(get_settings())

@@ -55,17 +55,17 @@ def train_job(settings: Settings, job_id: str, attempt: int) -> dict[str, Any]:
     recipe = FineTuningRecipe(config, store, FanOutReporter(database, metrics_log))
     recipe.setup()
     trained_tokens = recipe.train()
-    manifest = recipe.export(weights_blob_key(job_id))
+    manifest = recipe.export(weights_blob_key(job_id, attempt))
     database.message(f"Exported the fine-tuned model ({manifest.size_bytes} bytes, sha256 {manifest.sha256[:12]}…)")
     results = metrics_log.to_csv()
-    with store.open_blob_writer(results_blob_key(job_id)) as handle:
+    with store.open_blob_writer(results_blob_key(job_id, attempt)) as handle:
         handle.write(results)
     return {
         "status": "succeeded",
         "manifest": asdict(manifest),
         "trained_tokens": trained_tokens,
         "results": {
-            "blob_key": results_blob_key(job_id),
+            "blob_key": results_blob_key(job_id, attempt),
             "size_bytes": len(results),
             "sha256": hashlib.sha256(results).hexdigest(),
             "record_count": len(metrics_log.rows),

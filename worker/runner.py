@@ -15,12 +15,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from models import artifacts, files, jobs
-from models.artifacts import ArtifactKind
+from models.artifacts import ArtifactKind, checkpoints_prefix, run_outputs_prefix
 from models.db import session_scope
 from models.errors import JobErrorCode
 from models.jobs import JobFailure
@@ -35,6 +37,7 @@ _PR_SET_PDEATHSIG = 1
 @dataclass(frozen=True)
 class RunnerSettings:
     database_url: str
+    broker_url: str
     artifact_root: Path
     lease_seconds: int
     heartbeat_seconds: float
@@ -44,6 +47,7 @@ class RunnerSettings:
     def from_settings(cls, settings: Settings) -> RunnerSettings:
         return cls(
             database_url=settings.database_url,
+            broker_url=settings.broker_url,
             artifact_root=settings.artifacts.resolve(),
             lease_seconds=settings.lease_seconds,
             heartbeat_seconds=settings.heartbeat_seconds,
@@ -51,15 +55,33 @@ class RunnerSettings:
         )
 
 
+class Interruption(StrEnum):
+    lost_job = "lost_job"  # cancelled, or taken over by another run
+    shutdown = "shutdown"  # the worker is stopping
+
+
 @dataclass(frozen=True)
 class ChildResult:
     exit_code: int | None
     payload: dict[str, Any] | None
-    lost_job: bool
+    interruption: Interruption | None
 
 
-def run_job(job_id: str, settings: RunnerSettings) -> None:
-    """Claim `job_id` and run it to an end state. A job that is not `queued` is left alone."""
+def never() -> bool:
+    return False
+
+
+def run_job(job_id: str, settings: RunnerSettings, stop_requested: Callable[[], bool] = never) -> None:
+    """Claim `job_id` and run it to an end state. A job that is not `queued` is left alone.
+
+    `stop_requested` is polled at each heartbeat; once it is true (the worker is shutting down)
+    the training process is stopped and the job handed back to the queue.
+    """
+    if stop_requested():
+        # A stopping worker takes no new job; the job stays `queued` in the database, and the next
+        # worker to start re-sends it (worker.reconciler).
+        logger.info("job %s not started: the worker is shutting down", job_id)
+        return
     owner = f"{socket.gethostname()}:{os.getpid()}"
     with session_scope(settings.database_url) as session:
         attempt = jobs.claim_job(session, job_id, owner=owner, lease_seconds=settings.lease_seconds)
@@ -67,7 +89,7 @@ def run_job(job_id: str, settings: RunnerSettings) -> None:
         logger.info("job %s is not queued; delivery ignored", job_id)
         return
     try:
-        result = supervise_training_process(job_id, attempt, settings)
+        result = supervise_training_process(job_id, attempt, settings, stop_requested)
         record_run_end(job_id, attempt, result, settings)
     except Exception:
         # The worker's one catch-all: record the failure on the job, keep the traceback in the log.
@@ -81,8 +103,10 @@ def run_job(job_id: str, settings: RunnerSettings) -> None:
             )
 
 
-def supervise_training_process(job_id: str, attempt: int, settings: RunnerSettings) -> ChildResult:
-    """Start the training process and renew the lease while it runs; stop it if the job is lost."""
+def supervise_training_process(
+    job_id: str, attempt: int, settings: RunnerSettings, stop_requested: Callable[[], bool] = never
+) -> ChildResult:
+    """Start the training process and renew the lease while it runs; stop it if the job is lost or on shutdown."""
     with tempfile.TemporaryDirectory(prefix="graft-run-") as scratch:
         result_path = Path(scratch) / "result.json"
         command = [sys.executable, "-m", "worker.child", job_id, str(attempt), str(result_path)]
@@ -91,31 +115,47 @@ def supervise_training_process(job_id: str, attempt: int, settings: RunnerSettin
             "GRAFT_DATABASE_URL": settings.database_url,
             "GRAFT_ARTIFACT_ROOT": str(settings.artifact_root),
         }
-        process = subprocess.Popen(command, env=environment, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        # A session of its own: a Ctrl-C meant for the worker's terminal must not kill training
+        # behind the runner's back; the runner decides how training stops.
+        process = subprocess.Popen(
+            command,
+            env=environment,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,  # noqa: PLW1509
+        )
         try:
-            exit_code = _wait_while_owning_job(process, job_id, attempt, settings)
+            interruption = _wait_while_owning_job(process, job_id, attempt, settings, stop_requested)
         except BaseException:
             stop_process(process, settings.cancel_grace_seconds)  # never leave training running unsupervised
             raise
-        if exit_code is None:
-            return ChildResult(exit_code=process.returncode, payload=None, lost_job=True)
+        if interruption is not None:
+            return ChildResult(exit_code=process.returncode, payload=None, interruption=interruption)
         payload = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None
-        return ChildResult(exit_code=exit_code, payload=payload, lost_job=False)
+        return ChildResult(exit_code=process.returncode, payload=payload, interruption=None)
 
 
 def _wait_while_owning_job(
-    process: subprocess.Popen[bytes], job_id: str, attempt: int, settings: RunnerSettings
-) -> int | None:
-    """The process's exit code, or None after stopping it because the run no longer owns the job."""
+    process: subprocess.Popen[bytes],
+    job_id: str,
+    attempt: int,
+    settings: RunnerSettings,
+    stop_requested: Callable[[], bool],
+) -> Interruption | None:
+    """Wait for the process to exit, renewing the lease; None once it has exited on its own."""
     while True:
         try:
-            return process.wait(timeout=settings.heartbeat_seconds)
+            exit_code = process.wait(timeout=settings.heartbeat_seconds)
+            return Interruption.shutdown if exit_code != 0 and stop_requested() else None
         except subprocess.TimeoutExpired:
-            with session_scope(settings.database_url) as session:
-                still_owner = jobs.renew_lease(session, job_id, attempt, lease_seconds=settings.lease_seconds)
-            if not still_owner:
-                stop_process(process, settings.cancel_grace_seconds)
-                return None
+            pass
+        if stop_requested():
+            stop_process(process, settings.cancel_grace_seconds)
+            return Interruption.shutdown
+        with session_scope(settings.database_url) as session:
+            still_owner = jobs.renew_lease(session, job_id, attempt, lease_seconds=settings.lease_seconds)
+        if not still_owner:
+            stop_process(process, settings.cancel_grace_seconds)
+            return Interruption.lost_job
 
 
 def stop_process(process: subprocess.Popen[bytes], grace_seconds: float) -> None:
@@ -130,52 +170,69 @@ def stop_process(process: subprocess.Popen[bytes], grace_seconds: float) -> None
 
 def record_run_end(job_id: str, attempt: int, result: ChildResult, settings: RunnerSettings) -> None:
     """Move the job to its end state from what the training process reported."""
-    if result.lost_job:
+    store = ArtifactStore(settings.artifact_root)
+    if result.interruption is Interruption.shutdown:
+        hand_back_job(job_id, attempt, settings)
+        store.delete(run_outputs_prefix(job_id, attempt))
+        return
+    if result.interruption is Interruption.lost_job:
         logger.info("job %s attempt %d stopped: cancelled or taken over", job_id, attempt)
+        store.delete(run_outputs_prefix(job_id, attempt))
         return
     payload = result.payload or {}
+    if payload.get("status") == "succeeded":
+        if publish_run(job_id, attempt, payload, settings):
+            store.delete(checkpoints_prefix(job_id))  # resume state; the published model replaces it
+        else:
+            store.delete(run_outputs_prefix(job_id, attempt))  # cancelled at the last moment
+        return
+    failure = (
+        JobFailure(payload["code"], payload["message"])
+        if payload.get("status") == "failed"
+        else JobFailure(JobErrorCode.worker_crashed, describe_exit(result.exit_code))
+    )
     with session_scope(settings.database_url) as session:
-        if payload.get("status") == "succeeded":
-            manifest, results = payload["manifest"], payload["results"]
-            tenant_id = jobs.tenant_of(session, job_id)
-            result_file = files.create_result_file(
-                session,
-                tenant_id=tenant_id,
-                job_id=job_id,
-                blob_key=results["blob_key"],
-                size_bytes=int(results["size_bytes"]),
-                sha256=results["sha256"],
-                record_count=int(results["record_count"]),
-            )
-            name = jobs.complete_job(
-                session,
-                job_id,
-                attempt,
-                trained_tokens=int(payload["trained_tokens"]),
-                result_files=[result_file.id],
-            )
-            if name is None:
-                # Cancelled in the last moment: exactly one end state, and nothing of the run is served.
-                session.rollback()
-                store = ArtifactStore(settings.artifact_root)
-                store.delete(manifest["blob_key"])
-                store.delete(results["blob_key"])
-                return
-            artifacts.record_artifact(
-                session,
-                job_id,
-                kind=ArtifactKind.weights_archive,
-                blob_key=manifest["blob_key"],
-                size_bytes=int(manifest["size_bytes"]),
-                sha256=manifest["sha256"],
-            )
-            return
-        failure = (
-            JobFailure(payload["code"], payload["message"])
-            if payload.get("status") == "failed"
-            else JobFailure(JobErrorCode.worker_crashed, describe_exit(result.exit_code))
-        )
         jobs.fail_job(session, job_id, attempt, failure)
+
+
+def publish_run(job_id: str, attempt: int, payload: dict[str, Any], settings: RunnerSettings) -> bool:
+    """In one transaction: the result file, `running → succeeded` and the weights. False if the run lost."""
+    manifest, results = payload["manifest"], payload["results"]
+    with session_scope(settings.database_url) as session:
+        result_file = files.create_result_file(
+            session,
+            tenant_id=jobs.tenant_of(session, job_id),
+            job_id=job_id,
+            blob_key=results["blob_key"],
+            size_bytes=int(results["size_bytes"]),
+            sha256=results["sha256"],
+            record_count=int(results["record_count"]),
+        )
+        name = jobs.complete_job(
+            session, job_id, attempt, trained_tokens=int(payload["trained_tokens"]), result_files=[result_file.id]
+        )
+        if name is None:
+            session.rollback()
+            return False
+        artifacts.record_artifact(
+            session,
+            job_id,
+            kind=ArtifactKind.weights_archive,
+            blob_key=manifest["blob_key"],
+            size_bytes=int(manifest["size_bytes"]),
+            sha256=manifest["sha256"],
+        )
+    return True
+
+
+def hand_back_job(job_id: str, attempt: int, settings: RunnerSettings) -> None:
+    """`running → queued` for a run stopped by a worker shutdown.
+
+    No message is sent: this worker would take it back while stopping. The next worker to start
+    re-sends every queued job (worker.reconciler).
+    """
+    with session_scope(settings.database_url) as session:
+        jobs.hand_back_job(session, job_id, attempt)
 
 
 def describe_exit(exit_code: int | None) -> str:

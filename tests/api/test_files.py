@@ -141,3 +141,15 @@ def test_deleted_file_is_gone(client: TestClient, auth: dict[str, str], settings
     assert response.json() == {"object": "file", "id": file_id, "deleted": True}
     assert client.get(f"/v1/files/{file_id}", headers=auth).status_code == 404
     assert [p for p in settings.artifacts.rglob("*") if p.is_file()] == []
+
+
+def test_a_form_with_too_many_parts_is_refused(client: TestClient, auth: dict[str, str]) -> None:
+    fields = {f"field{i}": "x" for i in range(40)}
+    response = client.post(
+        "/v1/files",
+        headers=auth,
+        files={"file": ("t.jsonl", jsonl_bytes(GOOD_ROWS))},
+        data={"purpose": "fine-tune", **fields},
+    )
+    assert response.status_code == 400
+    assert "parts" in response.json()["error"]["message"]

@@ -127,3 +127,8 @@ def test_csv_row_with_wrong_field_count_names_the_line(tmp_path: Path) -> None:
 )
 def test_format_follows_the_extension_then_the_content(filename: str, first_bytes: bytes, expected: DataFormat) -> None:
     assert detect_format(filename, first_bytes) is expected
+
+
+def test_an_integer_too_long_to_convert_is_a_named_error_not_a_crash(tmp_path: Path) -> None:
+    path = write(tmp_path, b'{"text": "a", "label": ' + b"9" * 5000 + b"}\n")
+    assert error_of(path).startswith("line 1: invalid JSON")

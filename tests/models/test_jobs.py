@@ -152,3 +152,24 @@ def test_a_failed_job_keeps_its_code_and_message(settings: Settings, new_job: Ca
         assert job is not None
         assert (job.status, job.error_code, job.error_message) == ("failed", failure.code, failure.message)
         assert job.finished_at is not None
+
+
+def test_lost_runs_are_requeued_until_they_run_out_of_attempts(settings: Settings, new_job: Callable[[], str]) -> None:
+    job_id = new_job()
+    for attempt in (1, 2):
+        with session_scope(settings.database_url) as session:
+            assert jobs.claim_job(session, job_id, owner="gone:1", lease_seconds=0) == attempt
+        with session_scope(settings.database_url) as session:
+            assert jobs.recover_lost_runs(session, max_attempts=2) == ([job_id] if attempt == 1 else [])
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert (job.status, job.error_code, job.attempt) == ("failed", "worker_crashed", 2)
+
+
+def test_a_live_lease_is_not_recovered(settings: Settings, new_job: Callable[[], str]) -> None:
+    job_id = new_job()
+    claim(settings, job_id)
+    with session_scope(settings.database_url) as session:
+        assert jobs.recover_lost_runs(session, max_attempts=3) == []
+    assert status_of(settings, job_id) == JobStatus.running

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from models import catalog, queue
+from models import catalog, jobs, queue
 from models.db import session_scope
 from models.settings import Settings
 from tests.conftest import jsonl_bytes, upload_file
@@ -142,3 +143,42 @@ def test_a_second_delivery_of_the_same_job_does_not_run_it_again(
     started = [e for e in events if e["message"].startswith("Fine-tuning job started")]
     assert len(started) == 1
     assert job_of(client, auth, job_id)["attempt"] == 1
+
+
+def test_worker_shutdown_hands_the_running_job_back_and_the_next_worker_runs_it(
+    client: TestClient, auth: dict[str, str], tiny_bert: str, settings: Settings, tmp_path: Path
+) -> None:
+    job_id = create_job(client, auth, tiny_bert, hyperparameters={"n_epochs": 15, "batch_size": 4})
+    with running_worker(settings, tmp_path / "first.log") as first:
+        wait_for(
+            lambda: (job_of(client, auth, job_id).get("progress") or {}).get("step", 0) > 0,
+            timeout=90,
+            what="training to take its first step",
+        )
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+    assert not training_processes(job_id)
+    job = job_of(client, auth, job_id)
+    assert (job["status"], job["attempt"]) == ("queued", 1)
+    events = client.get(f"/v1/fine_tuning/jobs/{job_id}/events", headers=auth).json()["data"]
+    assert events[0]["message"].startswith("Worker shutting down: attempt 1 stopped")
+
+    with running_worker(settings, tmp_path / "second.log"):
+        job = wait_for_status(client, auth, job_id, "succeeded", timeout=120)
+    assert job["attempt"] == 2
+    assert client.get(f"/v1/fine_tuning/jobs/{job_id}/weights", headers=auth).status_code == 200
+
+
+def test_a_starting_worker_requeues_a_run_whose_worker_died(
+    client: TestClient, auth: dict[str, str], tiny_bert: str, settings: Settings, tmp_path: Path
+) -> None:
+    job_id = create_job(client, auth, tiny_bert, hyperparameters={"n_epochs": 1})
+    with session_scope(settings.database_url) as session:  # a worker that claimed it, then vanished
+        assert jobs.claim_job(session, job_id, owner="gone:1", lease_seconds=0) == 1
+    with running_worker(settings, tmp_path / "worker.log"):
+        job = wait_for_status(client, auth, job_id, "succeeded", timeout=90)
+    assert job["attempt"] == 2
+    messages = [
+        e["message"] for e in client.get(f"/v1/fine_tuning/jobs/{job_id}/events?limit=50", headers=auth).json()["data"]
+    ]
+    assert "Worker of attempt 1 lost (lease expired); job returned to the queue" in messages

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from models.artifacts import checkpoints_prefix
 from models.storage import ArtifactStore
 
 TRAINABLE_WEIGHTS = "trainable.safetensors"
@@ -31,7 +32,7 @@ class TrainerState:
 
 
 def checkpoint_key(job_id: str, step: int) -> str:
-    return f"jobs/{job_id}/checkpoints/step-{step:08d}"
+    return f"{checkpoints_prefix(job_id)}/step-{step:08d}"
 
 
 def save_checkpoint(
