@@ -25,6 +25,26 @@ def error_response(
     return JSONResponse(status_code=status_code, content=body, headers=headers)
 
 
+_LOCATION_ROOTS = {"body", "query", "path", "header"}
+_TYPE_TAGS = {"int", "float", "str", "bool", "dict", "list", "none"}
+
+
+def field_path(location: tuple[int | str, ...] | list[int | str]) -> str | None:
+    """`hyperparameters.n_epochs` from pydantic's location, without its request part and union-member tags.
+
+    Pydantic adds the member type it tried (`int`, `literal['auto']`, `function-after[...]`) to a
+    union field's location; the user's field is what precedes it.
+    """
+    parts = []
+    for part in location:
+        if isinstance(part, int) or part in _LOCATION_ROOTS:
+            continue
+        if part in _TYPE_TAGS or "[" in part or "(" in part:
+            break
+        parts.append(part)
+    return ".".join(parts) or None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GraftError)
     async def _domain_error(_request: Request, error: GraftError) -> JSONResponse:
@@ -39,9 +59,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
         first = error.errors()[0]
-        location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
-        param = ".".join(location) or None
+        param = field_path(first.get("loc", ()))
         message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+        if first.get("type") == "json_invalid":
+            param, message = None, f"the request body is not valid JSON ({first.get('ctx', {}).get('error', message)})"
         return error_response(
             400,
             f"{param}: {message}" if param else message,

@@ -120,6 +120,9 @@ def main() -> None:
     parser.add_argument("--learning-rates", nargs="*", type=float, help="replace each strategy's sweep")
     parser.add_argument("--epochs", type=int, help="replace each strategy's default epochs")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
+    parser.add_argument(
+        "--defaults-only", action="store_true", help="one run per strategy, at its default learning rate and epochs"
+    )
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -127,7 +130,8 @@ def main() -> None:
         validation = SHARED_DATA / args.dataset / "validation.jsonl"
         labels = summarize_file(training, DataFormat.jsonl).label_names
         for strategy in map(StrategyType, args.strategies):
-            for learning_rate in args.learning_rates or SWEEP[strategy]:
+            rates = [STRATEGY_DEFAULTS[strategy].learning_rate] if args.defaults_only else SWEEP[strategy]
+            for learning_rate in args.learning_rates or rates:
                 result = run_one(
                     strategy, learning_rate, training, validation, labels, Path(scratch) / "store", args.epochs
                 )

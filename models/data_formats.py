@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO
 
 from models.errors import InvalidFile
 
@@ -104,26 +104,43 @@ def summarize_file(path: Path, data_format: DataFormat) -> FileSummary:
 
 def iter_records(path: Path, data_format: DataFormat) -> Iterator[ClassificationRecord]:
     """Every record of the file, in order; the worker trains on exactly what validation accepted."""
-    if data_format is DataFormat.jsonl:
-        with path.open("rb") as binary:
-            yield from _iter_jsonl(binary)
-    else:
-        with path.open("r", encoding="utf-8-sig", errors="strict", newline="") as text:
-            yield from _iter_csv(text)
+    with path.open("rb") as handle:
+        lines = _PhysicalLines(handle)
+        yield from _iter_jsonl(lines) if data_format is DataFormat.jsonl else _iter_csv(lines)
 
 
-def _iter_jsonl(handle: BinaryIO) -> Iterator[ClassificationRecord]:
-    line_number = 0
-    while True:
-        raw = handle.readline(MAX_RECORD_BYTES + 2)
-        if not raw:
-            return
-        line_number += 1
-        if len(raw) > MAX_RECORD_BYTES and not raw.endswith(b"\n"):
-            raise InvalidFile(f"line {line_number}: longer than {MAX_RECORD_BYTES} bytes", param="file")
-        text = _decode_line(raw, line_number).strip()
+class _PhysicalLines:
+    """The file's lines, decoded one by one so that an error names its line; none longer than the cap."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self.line_number = 0
+        self.bytes_since_mark = 0
+
+    def __iter__(self) -> Iterator[str]:
+        while raw := self._handle.readline(MAX_RECORD_BYTES + 3):  # the record, "\r\n", and one byte too many
+            self.line_number += 1
+            self.bytes_since_mark += len(raw)
+            if len(raw.rstrip(b"\r\n")) > MAX_RECORD_BYTES:
+                raise InvalidFile(f"line {self.line_number}: longer than {MAX_RECORD_BYTES} bytes", param="file")
+            try:
+                yield raw.decode("utf-8-sig" if self.line_number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise InvalidFile(f"line {self.line_number}: not valid UTF-8", param="file") from None
+
+    def at_end(self) -> bool:
+        return self._handle.peek(1) == b"" if hasattr(self._handle, "peek") else False
+
+    def mark(self) -> None:
+        self.bytes_since_mark = 0
+
+
+def _iter_jsonl(lines: _PhysicalLines) -> Iterator[ClassificationRecord]:
+    for line in lines:
+        line_number = lines.line_number
+        text = line.strip()
         if not text:
-            if handle.read(1) == b"":
+            if lines.at_end():
                 return  # a trailing blank line at the very end is harmless
             raise InvalidFile(f"line {line_number}: blank line; each line must hold one JSON object", param="file")
         try:
@@ -139,29 +156,30 @@ def _iter_jsonl(handle: BinaryIO) -> Iterator[ClassificationRecord]:
         yield _record_from_mapping(value, line_number)
 
 
-def _iter_csv(text: TextIO) -> Iterator[ClassificationRecord]:
+def _iter_csv(lines: _PhysicalLines) -> Iterator[ClassificationRecord]:
     csv.field_size_limit(MAX_RECORD_BYTES)
-    reader = csv.reader(text)
+    reader = csv.reader(iter(lines))
     try:
         header = next(reader)
     except StopIteration:
         return
-    except (UnicodeDecodeError, csv.Error) as error:
+    except csv.Error as error:
         raise InvalidFile(f"line 1: unreadable CSV header ({error})", param="file") from None
     columns = [name.strip() for name in header]
     for required in (TEXT_FIELD, LABEL_FIELD):
         if required not in columns:
             raise InvalidFile(f"line 1: CSV header must name a '{required}' column; it has {columns}", param="file")
     while True:
-        line_number = reader.line_num + 1
+        line_number = lines.line_number + 1  # a quoted field may span lines: the record starts here
+        lines.mark()
         try:
             row = next(reader)
         except StopIteration:
             return
-        except UnicodeDecodeError:
-            raise InvalidFile(f"line {line_number}: not valid UTF-8", param="file") from None
         except csv.Error as error:
             raise InvalidFile(f"line {line_number}: malformed CSV ({error})", param="file") from None
+        if lines.bytes_since_mark > MAX_RECORD_BYTES:
+            raise InvalidFile(f"line {line_number}: record longer than {MAX_RECORD_BYTES} bytes", param="file")
         if not row:
             continue  # csv yields [] for a line ending at end of file
         if len(row) != len(columns):
@@ -170,13 +188,6 @@ def _iter_csv(text: TextIO) -> Iterator[ClassificationRecord]:
         if values.get(PAIR_FIELD) == "":
             values.pop(PAIR_FIELD)
         yield _record_from_mapping(values, line_number)
-
-
-def _decode_line(raw: bytes, line_number: int) -> str:
-    try:
-        return raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
-    except UnicodeDecodeError:
-        raise InvalidFile(f"line {line_number}: not valid UTF-8", param="file") from None
 
 
 def _record_from_mapping(value: dict[str, Any], line_number: int) -> ClassificationRecord:

@@ -128,7 +128,9 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
     job = get_job(session, tenant_id, job_id)
     if not transition_job(session, job.id, JobStatus.cancelled, values={"finished_at": utc_now()}):
         session.refresh(job)
-        raise InvalidTransition(f"Job {job_id} has already {job.status}; it cannot be cancelled", param="job_id")
+        raise InvalidTransition(
+            f"Job {job_id} has already {job.status}; it cannot be cancelled", param="fine_tuning_job_id"
+        )
     events.append_event(session, job.id, "Job cancelled")
     session.refresh(job)
     return job

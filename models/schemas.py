@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from models.states import JobStatus
 from models.tables import BaseModel as BaseModelRow
@@ -57,17 +57,23 @@ class StrategySpec(StrictModel):
         default=None, description="layerwise_lr only: learning-rate factor per layer toward the input."
     )
 
-    @model_validator(mode="after")
-    def _knobs_belong_to_their_strategy(self) -> StrategySpec:
-        if self.trainable_layers is not None and self.type is not StrategyType.partial:
+    @field_validator("trainable_layers")
+    @classmethod
+    def _layers_belong_to_partial(cls, value: int | str | None, info: ValidationInfo) -> int | str | None:
+        if value is not None and info.data.get("type") is not StrategyType.partial:
             raise ValueError("trainable_layers applies only to the 'partial' strategy")
-        if self.layer_decay is not None and self.type is not StrategyType.layerwise_lr:
-            raise ValueError("layer_decay applies only to the 'layerwise_lr' strategy")
-        if isinstance(self.trainable_layers, int) and self.trainable_layers < 1:
+        if isinstance(value, int) and value < 1:
             raise ValueError("trainable_layers must be at least 1 (use 'feature_extraction' to freeze every layer)")
-        if isinstance(self.layer_decay, float) and not 0.0 < self.layer_decay <= 1.0:
+        return value
+
+    @field_validator("layer_decay")
+    @classmethod
+    def _decay_belongs_to_layerwise(cls, value: float | str | None, info: ValidationInfo) -> float | str | None:
+        if value is not None and info.data.get("type") is not StrategyType.layerwise_lr:
+            raise ValueError("layer_decay applies only to the 'layerwise_lr' strategy")
+        if isinstance(value, float) and not 0.0 < value <= 1.0:
             raise ValueError("layer_decay must be in (0, 1]")
-        return self
+        return value
 
 
 class HyperparametersSpec(StrictModel):
@@ -167,12 +173,13 @@ class JobCreate(StrictModel):
             raise ValueError("integrations are not supported by this server")
         return value
 
-    @model_validator(mode="after")
-    def _one_place_for_hyperparameters(self) -> JobCreate:
-        nested = self.method.supervised.hyperparameters if self.method and self.method.supervised else None
-        if nested is not None and self.hyperparameters is not None:
+    @field_validator("method")
+    @classmethod
+    def _one_place_for_hyperparameters(cls, value: MethodSpec | None, info: ValidationInfo) -> MethodSpec | None:
+        nested = value.supervised.hyperparameters if value and value.supervised else None
+        if nested is not None and info.data.get("hyperparameters") is not None:
             raise ValueError("give hyperparameters either at the top level or in method.supervised, not both")
-        return self
+        return value
 
     def requested_hyperparameters(self) -> HyperparametersSpec:
         if self.method and self.method.supervised and self.method.supervised.hyperparameters:

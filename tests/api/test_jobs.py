@@ -95,8 +95,8 @@ def test_layerwise_lr_records_its_decay(
     ("body", "param"),
     [
         ({"strategy": {"type": "partial", "trainable_layers": 7}}, "strategy.trainable_layers"),
-        ({"strategy": {"type": "partial", "trainable_layers": 0}}, "strategy"),
-        ({"strategy": {"type": "full", "trainable_layers": 2}}, "strategy"),
+        ({"strategy": {"type": "partial", "trainable_layers": 0}}, "strategy.trainable_layers"),
+        ({"strategy": {"type": "full", "trainable_layers": 2}}, "strategy.trainable_layers"),
         ({"strategy": {"type": "lora"}}, "strategy.type"),
         ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs"),
         ({"hyperparameters": {"n_epochs": 10**9}}, "hyperparameters.n_epochs"),
