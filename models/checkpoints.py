@@ -58,11 +58,5 @@ def checkpoint_model_name(job: Job, checkpoint: Checkpoint) -> str:
     return f"{fine_tuned_model_name(job)}:ckpt-step-{checkpoint.step}"
 
 
-def latest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
-    return session.scalar(
-        select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc()).limit(1)
-    )
-
-
 def describe_metrics(metrics: dict[str, Any]) -> str:
     return ", ".join(f"{name}={value:.4f}" for name, value in sorted(metrics.items()) if isinstance(value, float))

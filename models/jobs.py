@@ -18,7 +18,7 @@ from models.files import get_file
 from models.hyperparameters import resolve_hyperparameters, resolve_strategy
 from models.ids import IdPrefix, is_well_formed, new_id
 from models.schemas import FilePurpose, FileStatus, JobCreate
-from models.states import JobStatus, is_terminal, sources_of
+from models.states import JobStatus, sources_of
 from models.tables import File, Job, utc_now
 
 MIN_CLASSES = 2
@@ -345,14 +345,6 @@ def fail_unsent_job(session: Session, job_id: str) -> bool:
 
 def fine_tuned_model_name(job: Job) -> str:
     return f"ft:{job.base_model_id}:{job.suffix or ''}:{job.id}"
-
-
-def job_status(job: Job) -> JobStatus:
-    return JobStatus(job.status)
-
-
-def has_ended(job: Job) -> bool:
-    return is_terminal(JobStatus(job.status))
 
 
 def _usable_file(session: Session, tenant_id: str, file_id: str, param: str) -> File:

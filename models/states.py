@@ -37,7 +37,3 @@ def can_transition(current: JobStatus, target: JobStatus) -> bool:
 def sources_of(target: JobStatus) -> frozenset[JobStatus]:
     """The statuses from which `target` may be reached: the WHERE clause of a compare-and-set."""
     return frozenset(source for source, targets in ALLOWED_TRANSITIONS.items() if target in targets)
-
-
-def is_terminal(status: JobStatus) -> bool:
-    return status in TERMINAL_STATUSES

@@ -77,11 +77,6 @@ def load_trainable_weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / TRAINABLE_WEIGHTS))
 
 
-def load_optimizer_state(folder: Path) -> dict[str, Any]:
-    state: dict[str, Any] = torch.load(folder / OPTIMIZER_STATE, weights_only=True)
-    return state
-
-
 def is_complete(folder: Path) -> bool:
     return (folder / COMPLETE_MARKER).is_file()
 

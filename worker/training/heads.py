@@ -36,9 +36,6 @@ class EncodedExamples(Dataset[dict[str, Any]]):
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {name: values[index] for name, values in self._features.items()}
 
-    def token_count(self) -> int:
-        return sum(len(ids) for ids in self._features["input_ids"])
-
 
 class TaskAdapter(Protocol):
     def load_tokenizer(self, config: TrainingConfig) -> PreTrainedTokenizerBase: ...
