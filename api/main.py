@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from api.errors import install_error_handlers
 from api.routes import files, jobs, models
+from models.schemas import ErrorResponse
 from models.settings import Settings, get_settings
+
+# Every operation may answer these; route-specific ones (409, 413, 503) are declared on the routes.
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Invalid request; `param` names the field or file line"},
+    401: {"model": ErrorResponse, "description": "Missing, malformed or revoked API key"},
+    404: {"model": ErrorResponse, "description": "No such object for this tenant"},
+    500: {"model": ErrorResponse, "description": "A bug: the request was valid"},
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -19,12 +31,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
-    app.include_router(files.router)
-    app.include_router(jobs.router)
-    app.include_router(models.router)
+    for router in (files.router, jobs.router, models.router):
+        app.include_router(router, responses=COMMON_ERRORS)
+    app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
 
     @app.get("/healthz", include_in_schema=False)
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
     return app
+
+
+def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
+    """FastAPI documents 422 for validation errors; this API answers them with OpenAI's 400."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        for path in schema["paths"].values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema

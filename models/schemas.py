@@ -187,6 +187,19 @@ class JobCreate(StrictModel):
         return self.hyperparameters or HyperparametersSpec()
 
 
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error envelope, the body of every 4xx and 5xx."""
+
+    error: ErrorBody
+
+
 class ErrorRead(BaseModel):
     code: str
     message: str

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
 from api.uploads import check_declared_size, receive_upload
 from models import files
-from models.schemas import MAX_LIST_LIMIT, FileDeleted, FileRead, ListPage
+from models.schemas import MAX_LIST_LIMIT, ErrorResponse, FileDeleted, FileRead, ListPage
 from models.settings import Settings, get_settings
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -40,7 +40,12 @@ def refuse_oversized_upload(request: Request, settings: Annotated[Settings, Depe
     check_declared_size(request, settings.max_upload_bytes)
 
 
-@router.post("", dependencies=[Depends(refuse_oversized_upload)], openapi_extra=_UPLOAD_BODY)
+@router.post(
+    "",
+    dependencies=[Depends(refuse_oversized_upload)],
+    openapi_extra=_UPLOAD_BODY,
+    responses={413: {"model": ErrorResponse, "description": "Larger than GRAFT_MAX_UPLOAD_BYTES"}},
+)
 async def upload_file(
     request: Request, tenant_id: TenantDep, session: SessionDep, store: StoreDep, settings: SettingsDep
 ) -> FileRead:
@@ -98,7 +103,7 @@ def download_file_content(file_id: str, tenant_id: TenantDep, session: SessionDe
     )
 
 
-@router.delete("/{file_id}")
+@router.delete("/{file_id}", responses={409: {"model": ErrorResponse, "description": "An unfinished job uses it"}})
 def delete_file(file_id: str, tenant_id: TenantDep, session: SessionDep, store: StoreDep) -> FileDeleted:
     row = files.delete_file(session, tenant_id, file_id)
     session.commit()

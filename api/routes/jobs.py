@@ -10,14 +10,14 @@ from fastapi.responses import FileResponse
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
 from models import artifacts, checkpoints, events, jobs, queue
 from models.errors import ServiceUnavailable
-from models.schemas import MAX_LIST_LIMIT, CheckpointRead, EventRead, JobCreate, JobRead, ListPage
+from models.schemas import MAX_LIST_LIMIT, CheckpointRead, ErrorResponse, EventRead, JobCreate, JobRead, ListPage
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
 LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)]
 
 
-@router.post("")
+@router.post("", responses={503: {"model": ErrorResponse, "description": "The job queue is unreachable"}})
 def create_fine_tuning_job(
     spec: JobCreate, tenant_id: TenantDep, session: SessionDep, settings: SettingsDep
 ) -> JobRead:
@@ -60,7 +60,7 @@ def retrieve_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: Session
     return JobRead.from_row(jobs.get_job(session, tenant_id, job_id))
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", responses={409: {"model": ErrorResponse, "description": "The job already ended"}})
 def cancel_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDep) -> JobRead:
     job = jobs.cancel_job(session, tenant_id, job_id)
     session.commit()
