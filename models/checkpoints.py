@@ -54,6 +54,17 @@ def list_checkpoints(session: Session, job_id: str, *, after: str | None, limit:
     return rows[:limit], len(rows) > limit
 
 
+def checkpoint_blob_keys_newest_first(session: Session, job_id: str) -> list[str]:
+    """Where the job's checkpoints were published, newest first, whichever run wrote them."""
+    return list(
+        session.scalars(
+            select(Checkpoint.blob_key)
+            .where(Checkpoint.job_id == job_id)
+            .order_by(Checkpoint.step.desc(), Checkpoint.created_at.desc())
+        )
+    )
+
+
 def checkpoint_model_name(job: Job, checkpoint: Checkpoint) -> str:
     return f"{fine_tuned_model_name(job)}:ckpt-step-{checkpoint.step}"
 

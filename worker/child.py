@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from models.artifacts import results_blob_key, weights_blob_key
+from models.checkpoints import checkpoint_blob_keys_newest_first
 from models.db import session_scope
 from models.errors import JobErrorCode
 from models.jobs import LeaseLost
@@ -24,6 +25,7 @@ from models.settings import Settings
 from models.storage import ArtifactStore
 from models.tables import BaseModel, File, Job
 from worker.progress import DatabaseReporter
+from worker.training.checkpoints import is_complete
 from worker.training.config import TrainingConfig
 from worker.training.metrics_log import MetricsLog
 from worker.training.recipe import FineTuningRecipe, describe_run
@@ -46,6 +48,20 @@ def load_training_config(database_url: str, job_id: str, artifact_root: Path) ->
         return TrainingConfig.from_rows(job, base_model, training, validation, artifact_root)
 
 
+def resume_from_latest_checkpoint(
+    recipe: FineTuningRecipe, database_url: str, store: ArtifactStore, reporter: DatabaseReporter
+) -> None:
+    """Continue from the newest complete checkpoint an earlier run of this job left; skip partial ones."""
+    with session_scope(database_url) as session:
+        keys = checkpoint_blob_keys_newest_first(session, recipe.config.job_id)
+    for key in keys:
+        folder = store.path(key)
+        if is_complete(folder):
+            step = recipe.resume(folder)
+            reporter.message(f"Resumed from the checkpoint at step {step}", data={"resumed_from_step": step})
+            return
+
+
 def train_job(settings: Settings, job_id: str, attempt: int) -> dict[str, Any]:
     store = ArtifactStore(settings.artifacts)
     config = load_training_config(settings.database_url, job_id, store.root)
@@ -54,6 +70,7 @@ def train_job(settings: Settings, job_id: str, attempt: int) -> dict[str, Any]:
     database.message("Training process started", data=describe_run(config))
     recipe = FineTuningRecipe(config, store, FanOutReporter(database, metrics_log))
     recipe.setup()
+    resume_from_latest_checkpoint(recipe, settings.database_url, store, database)
     trained_tokens = recipe.train()
     manifest = recipe.export(weights_blob_key(job_id, attempt))
     database.message(f"Exported the fine-tuned model ({manifest.size_bytes} bytes, sha256 {manifest.sha256[:12]}…)")

@@ -151,9 +151,10 @@ def test_worker_shutdown_hands_the_running_job_back_and_the_next_worker_runs_it(
     job_id = create_job(client, auth, tiny_bert, hyperparameters={"n_epochs": 15, "batch_size": 4})
     with running_worker(settings, tmp_path / "first.log") as first:
         wait_for(
-            lambda: (job_of(client, auth, job_id).get("progress") or {}).get("step", 0) > 0,
+            lambda: client.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints", headers=auth).json()["data"],
             timeout=90,
-            what="training to take its first step",
+            interval=0.05,
+            what="the first checkpoint",
         )
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=30) == 0
@@ -167,6 +168,12 @@ def test_worker_shutdown_hands_the_running_job_back_and_the_next_worker_runs_it(
         job = wait_for_status(client, auth, job_id, "succeeded", timeout=120)
     assert job["attempt"] == 2
     assert client.get(f"/v1/fine_tuning/jobs/{job_id}/weights", headers=auth).status_code == 200
+    events = client.get(f"/v1/fine_tuning/jobs/{job_id}/events?limit=100", headers=auth).json()["data"]
+    [resumed_at] = [i for i, e in enumerate(events) if e["message"].startswith("Resumed from the checkpoint")]
+    resumed_step = events[resumed_at]["data"]["resumed_from_step"]
+    assert resumed_step % 16 == 0 and resumed_step >= 16  # 64 rows / batch 4: epochs end every 16 steps
+    steps_after_resume = [e["data"]["step"] for e in events[:resumed_at] if "train_loss" in (e["data"] or {})]
+    assert steps_after_resume[-1] == resumed_step + 1  # events are newest first
 
 
 def test_a_starting_worker_requeues_a_run_whose_worker_died(

@@ -29,6 +29,15 @@ class TrainerState:
     metrics: dict[str, float]
     python_random_state: list[Any]
     scheduler: dict[str, Any]
+    trained_tokens: int
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    trainable_weights: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    rng: dict[str, torch.Tensor]
+    state: TrainerState
 
 
 def checkpoint_key(job_id: str, step: int) -> str:
@@ -46,6 +55,7 @@ def save_checkpoint(
     step: int,
     epoch: int,
     metrics: dict[str, float],
+    trained_tokens: int,
 ) -> None:
     """Write only trainable weights (frozen ones equal the base model's), optimiser, scheduler and RNG.
 
@@ -67,6 +77,7 @@ def save_checkpoint(
         metrics=metrics,
         python_random_state=_jsonable_random_state(),
         scheduler=scheduler.state_dict(),
+        trained_tokens=trained_tokens,
     )
     (folder / TRAINER_STATE).write_text(json.dumps(asdict(state)), encoding="utf-8")
     (folder / COMPLETE_MARKER).write_text("", encoding="utf-8")
@@ -75,6 +86,24 @@ def save_checkpoint(
 
 def load_trainable_weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / TRAINABLE_WEIGHTS))
+
+
+def load_checkpoint(folder: Path) -> LoadedCheckpoint:
+    """Read a complete checkpoint; tensors from safetensors, the optimiser with weights_only (no pickle code)."""
+    if not is_complete(folder):
+        raise ValueError(f"{folder} is not a complete checkpoint")
+    state = json.loads((folder / TRAINER_STATE).read_text(encoding="utf-8"))
+    return LoadedCheckpoint(
+        trainable_weights=load_trainable_weights(folder),
+        optimizer=torch.load(folder / OPTIMIZER_STATE, weights_only=True),
+        rng=load_file(str(folder / RNG_STATE)),
+        state=TrainerState(**state),
+    )
+
+
+def restore_python_random_state(state: list[Any]) -> None:
+    version, internal, gauss = state
+    random.setstate((version, tuple(internal), gauss))
 
 
 def is_complete(folder: Path) -> bool:

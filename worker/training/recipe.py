@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import random
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,7 +15,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_sc
 
 from models.errors import JobErrorCode
 from models.storage import ArtifactStore
-from worker.training.checkpoints import checkpoint_key, save_checkpoint
+from worker.training.checkpoints import (
+    checkpoint_key,
+    load_checkpoint,
+    restore_python_random_state,
+    save_checkpoint,
+)
 from worker.training.config import TrainingConfig
 from worker.training.export import ExportManifest, export_model_archive
 from worker.training.heads import TASKS, EncodedExamples, TaskAdapter
@@ -26,6 +33,17 @@ from worker.training.strategies import (
 )
 
 MAX_GRADIENT_NORM = 1.0
+
+
+@dataclass(frozen=True)
+class TrainingPosition:
+    """Where training stands: the last finished epoch, its last step, and the tokens trained so far."""
+
+    epoch: int
+    step: int
+    trained_tokens: int
+
+
 EVAL_BATCH_SIZE = 128
 
 
@@ -84,6 +102,7 @@ class FineTuningRecipe:
         )
         self.trainable_parameters = sum(p.numel() for p in self.network.parameters() if p.requires_grad)
         self.total_parameters = sum(p.numel() for p in self.network.parameters())
+        self.position = TrainingPosition(epoch=0, step=0, trained_tokens=0)
         self.reporter.run_started(
             trainable_parameters=self.trainable_parameters,
             total_parameters=self.total_parameters,
@@ -91,11 +110,32 @@ class FineTuningRecipe:
             examples=len(self.training_examples),
         )
 
+    def resume(self, folder: Path) -> int:
+        """Continue from a complete checkpoint (call after `setup`): weights, optimiser, schedule, RNG, position.
+
+        Checkpoints are taken at epoch ends, so training continues with the next epoch's batches in
+        the order an uninterrupted run would have drawn them. Returns the checkpoint's step.
+        """
+        checkpoint = load_checkpoint(folder)
+        trainable = {name for name, p in self.network.named_parameters() if p.requires_grad}
+        if set(checkpoint.trainable_weights) != trainable:
+            raise ValueError(f"checkpoint {folder.name} does not match this job's trainable parameters")
+        self.network.load_state_dict(checkpoint.trainable_weights, strict=False)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.scheduler.load_state_dict(checkpoint.state.scheduler)
+        torch.set_rng_state(checkpoint.rng["torch_cpu"])
+        self.shuffle_generator.set_state(checkpoint.rng["shuffle"])
+        restore_python_random_state(checkpoint.state.python_random_state)
+        self.position = TrainingPosition(
+            epoch=checkpoint.state.epoch, step=checkpoint.state.step, trained_tokens=checkpoint.state.trained_tokens
+        )
+        return checkpoint.state.step
+
     def train(self) -> int:
-        """Run every epoch; evaluate and checkpoint at each epoch end. Returns the tokens trained on."""
-        step, trained_tokens, samples_seen = 0, 0, 0
+        """Run every remaining epoch; evaluate and checkpoint at each epoch end. Returns the tokens trained on."""
+        step, trained_tokens, samples_seen = self.position.step, self.position.trained_tokens, 0
         started = time.perf_counter()
-        for epoch in range(1, self.config.hyperparameters.n_epochs + 1):
+        for epoch in range(self.position.epoch + 1, self.config.hyperparameters.n_epochs + 1):
             set_training_mode(self.network, self.plan)
             for batch in self.train_loader:
                 batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
@@ -131,7 +171,7 @@ class FineTuningRecipe:
                 )
             metrics = self.evaluate() if self.validation_examples is not None else {}
             self.reporter.epoch_finished(epoch=epoch, step=step, metrics=metrics)
-            self.save_checkpoint(step=step, epoch=epoch, metrics=metrics)
+            self.save_checkpoint(step=step, epoch=epoch, metrics=metrics, trained_tokens=trained_tokens)
         return trained_tokens
 
     @torch.inference_mode()
@@ -156,7 +196,7 @@ class FineTuningRecipe:
         metrics["valid_loss"] = loss_sum / len(labels)
         return metrics
 
-    def save_checkpoint(self, *, step: int, epoch: int, metrics: dict[str, float]) -> None:
+    def save_checkpoint(self, *, step: int, epoch: int, metrics: dict[str, float], trained_tokens: int) -> None:
         key = checkpoint_key(self.config.job_id, step)
         save_checkpoint(
             self.store,
@@ -168,6 +208,7 @@ class FineTuningRecipe:
             step=step,
             epoch=epoch,
             metrics=metrics,
+            trained_tokens=trained_tokens,
         )
         self.reporter.checkpoint_saved(step=step, epoch=epoch, metrics=metrics, blob_key=key)
 

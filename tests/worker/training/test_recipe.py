@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from transformers import AutoModelForSequenceClassification, pipeline
 
 from models.schemas import StrategyType
@@ -95,3 +96,56 @@ def test_a_diverging_run_fails_with_advice(make_config: Any, tmp_path: Path) -> 
         recipe.train()
     assert caught.value.code == "training_diverged"
     assert "learning_rate_multiplier" in caught.value.message
+
+
+class _Killed(Exception):
+    """Stands in for the process dying right after a checkpoint was published."""
+
+
+class _DiesAfterFirstCheckpoint(RecordingReporter):
+    def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str) -> None:
+        super().checkpoint_saved(step=step, epoch=epoch, metrics=metrics, blob_key=blob_key)
+        raise _Killed
+
+
+@pytest.mark.parametrize("kind", [StrategyType.full, StrategyType.partial])
+def test_a_resumed_run_continues_exactly_where_the_checkpoint_left_off(
+    make_config: Any, tmp_path: Path, kind: StrategyType
+) -> None:
+    config = make_config(kind, epochs=3, learning_rate=3e-3)
+    uninterrupted, reference = run_recipe(config, tmp_path / "reference")
+
+    store = ArtifactStore(tmp_path / "interrupted")
+    dying = _DiesAfterFirstCheckpoint()
+    first = FineTuningRecipe(config, store, dying)
+    first.setup()
+    with pytest.raises(_Killed):
+        first.train()
+    [checkpoint] = dying.checkpoints
+
+    resumed_reporter = RecordingReporter()
+    resumed = FineTuningRecipe(config, store, resumed_reporter)
+    resumed.setup()
+    assert resumed.resume(store.path(checkpoint["blob_key"])) == checkpoint["step"] == 8
+    trained_tokens = resumed.train()
+
+    steps_after = [s for s in reference.steps if s.step > 8]
+    assert [s.step for s in resumed_reporter.steps] == [s.step for s in steps_after]
+    assert [s.train_loss for s in resumed_reporter.steps] == pytest.approx([s.train_loss for s in steps_after])
+    assert [e["epoch"] for e in resumed_reporter.epochs] == [2, 3]
+    assert [e["valid_loss"] for e in resumed_reporter.epochs] == pytest.approx(
+        [e["valid_loss"] for e in reference.epochs[1:]]
+    )
+    assert trained_tokens == reference.steps[-1].trained_tokens
+    for (name, expected), actual in zip(
+        uninterrupted.network.state_dict().items(), resumed.network.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(expected, actual, atol=1e-6), name
+
+
+def test_resume_refuses_a_half_written_checkpoint(make_config: Any, tmp_path: Path) -> None:
+    recipe, reporter = run_recipe(make_config(StrategyType.feature_extraction, epochs=1), tmp_path)
+    folder = ArtifactStore(tmp_path).path(reporter.checkpoints[0]["blob_key"])
+    (folder / COMPLETE_MARKER).unlink()
+    with pytest.raises(ValueError, match="not a complete checkpoint"):
+        recipe.resume(folder)
