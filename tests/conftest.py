@@ -46,6 +46,7 @@ def settings(tmp_path: Path, template_database: Path) -> Iterator[Settings]:
         heartbeat_seconds=0.5,
         lease_seconds=30,
         cancel_grace_seconds=2.0,
+        sweep_interval_seconds=0.5,
     )
     yield configured
     close_engine(configured.database_url)

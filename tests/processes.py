@@ -41,6 +41,7 @@ def service_environment(settings: Settings) -> dict[str, str]:
             "GRAFT_LEASE_SECONDS": str(settings.lease_seconds),
             "GRAFT_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
             "GRAFT_CANCEL_GRACE_SECONDS": str(settings.cancel_grace_seconds),
+            "GRAFT_SWEEP_INTERVAL_SECONDS": str(settings.sweep_interval_seconds),
             "GRAFT_REGISTER_DEFAULT_MODEL": "false",
             "HF_HUB_OFFLINE": "1",
             "PYTHONPATH": str(REPO_ROOT),

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 from models import catalog, jobs, queue
 from models.db import session_scope
 from models.settings import Settings
+from models.tables import Job
 from tests.conftest import jsonl_bytes, upload_file
 from tests.processes import running_worker, training_processes, wait_for
 from tests.worker.training.conftest import sentiment_rows
@@ -187,5 +189,29 @@ def test_a_starting_worker_requeues_a_run_whose_worker_died(
     assert job["attempt"] == 2
     messages = [
         e["message"] for e in client.get(f"/v1/fine_tuning/jobs/{job_id}/events?limit=50", headers=auth).json()["data"]
+    ]
+    assert "Worker of attempt 1 lost (lease expired); job returned to the queue" in messages
+
+
+def test_a_live_worker_takes_over_the_run_of_a_worker_killed_with_sigkill(
+    client: TestClient, auth: dict[str, str], tiny_bert: str, settings: Settings, tmp_path: Path
+) -> None:
+    short_leases = settings.model_copy(update={"lease_seconds": 6})
+    job_id = create_job(client, auth, tiny_bert, hyperparameters={"n_epochs": 4, "batch_size": 4})
+    with running_worker(short_leases, tmp_path / "a.log"), running_worker(short_leases, tmp_path / "b.log"):
+        wait_for(
+            lambda: (job_of(client, auth, job_id).get("progress") or {}).get("step", 0) > 0,
+            timeout=90,
+            what="training to take its first step",
+        )
+        with session_scope(settings.database_url) as session:
+            job = session.get(Job, job_id)
+            assert job is not None and job.lease_owner is not None
+            owner_pid = int(job.lease_owner.rsplit(":", 1)[1])
+        os.kill(owner_pid, signal.SIGKILL)
+        finished = wait_for_status(client, auth, job_id, "succeeded", timeout=120)
+    assert finished["attempt"] == 2
+    messages = [
+        e["message"] for e in client.get(f"/v1/fine_tuning/jobs/{job_id}/events?limit=100", headers=auth).json()["data"]
     ]
     assert "Worker of attempt 1 lost (lease expired); job returned to the queue" in messages
