@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,6 +63,25 @@ class ArtifactStore:
 
     def open_blob(self, key: str) -> BinaryIO:
         return self.path(key).open("rb")
+
+    def remove_stale_temporaries(self, older_than_seconds: float) -> int:
+        """Delete what writers left in the temporary area (a killed upload or export); returns the count.
+
+        Only entries untouched for `older_than_seconds` go, so writes in progress are never removed.
+        """
+        if not self._tmp.is_dir():
+            return 0
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for entry in self._tmp.iterdir():
+            if entry.stat().st_mtime >= cutoff:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink(missing_ok=True)
+            removed += 1
+        return removed
 
     def delete(self, key: str) -> None:
         target = self.path(key)

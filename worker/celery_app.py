@@ -17,7 +17,8 @@ from celery.signals import worker_process_init, worker_ready
 from models.db import dispose_engines_after_fork
 from models.queue import QueueName, broker_transport_options, is_embedded_broker
 from models.settings import Settings, get_settings
-from worker.reconciler import reconcile_jobs, start_lost_run_sweeper
+from models.storage import ArtifactStore
+from worker.reconciler import reconcile_jobs, remove_stale_temporaries, start_lost_run_sweeper
 
 EMBEDDED_BROKER_POLL_SECONDS = 0.2
 
@@ -55,6 +56,7 @@ def _forget_inherited_connections(**_: object) -> None:
 def _reconcile_on_start(**_: object) -> None:
     settings = get_settings()
     reconcile_jobs(settings.database_url, settings.broker_url, max_attempts=settings.max_attempts)
+    remove_stale_temporaries(ArtifactStore(settings.artifacts))
     start_lost_run_sweeper(
         settings.database_url,
         settings.broker_url,

@@ -7,8 +7,11 @@ import threading
 
 from models import jobs, queue
 from models.db import session_scope
+from models.storage import ArtifactStore
 
 logger = logging.getLogger(__name__)
+
+STALE_TEMPORARY_SECONDS = 24 * 3600  # far longer than any upload or export takes
 
 
 def reconcile_jobs(database_url: str, broker_url: str, *, max_attempts: int) -> None:
@@ -56,3 +59,10 @@ def start_lost_run_sweeper(
 
     threading.Thread(target=sweep, name="graft-lost-run-sweeper", daemon=True).start()
     return stop
+
+
+def remove_stale_temporaries(store: ArtifactStore) -> None:
+    """Clear leftovers of killed uploads, checkpoints and exports from the store's temporary area."""
+    removed = store.remove_stale_temporaries(STALE_TEMPORARY_SECONDS)
+    if removed:
+        logger.info("removed %d stale temporary file(s) from the artifact store", removed)
