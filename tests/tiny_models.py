@@ -13,6 +13,7 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def save_tiny_bert(folder: Path, num_layers: int = 2) -> Path:
+    import torch
     from transformers import BertConfig, BertModel, BertTokenizer
 
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
@@ -26,6 +27,7 @@ def save_tiny_bert(folder: Path, num_layers: int = 2) -> Path:
         intermediate_size=64,
         max_position_embeddings=64,
     )
+    torch.manual_seed(0)  # the same "pretrained" weights in every run, so test outcomes are reproducible
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -66,7 +66,7 @@ def test_a_complete_checkpoint_is_written_at_each_epoch_end(make_config: Any, tm
 
 
 def test_exported_archive_loads_with_plain_transformers(make_config: Any, tmp_path: Path) -> None:
-    recipe, _ = run_recipe(make_config(epochs=4, learning_rate=3e-3), tmp_path / "store")
+    recipe, _ = run_recipe(make_config(epochs=6, learning_rate=3e-3), tmp_path / "store")
     manifest = recipe.export("jobs/x/weights.tar")
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(manifest.files)
     extract_model_archive(ArtifactStore(tmp_path / "store").path(manifest.blob_key), tmp_path / "model")
