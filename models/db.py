@@ -58,12 +58,6 @@ def _create_engine(database_url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def dispose_engines_after_fork() -> None:
-    """Drop pooled connections inherited from a parent process without closing the parent's."""
-    for engine in _ENGINES.values():
-        engine.dispose(close=False)
-
-
 def session_factory(database_url: str) -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(database_url), expire_on_commit=False)
 

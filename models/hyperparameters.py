@@ -50,6 +50,15 @@ class ResolvedStrategy:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> ResolvedStrategy:
+        """The inverse of `as_dict`, for the value stored on a job row."""
+        return cls(
+            type=StrategyType(stored["type"]),
+            trainable_layers=stored.get("trainable_layers"),
+            layer_decay=stored.get("layer_decay"),
+        )
+
 
 @dataclass(frozen=True)
 class ResolvedHyperparameters:

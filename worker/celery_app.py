@@ -12,9 +12,8 @@ lease expired (failing those out of attempts) and re-sends every `queued` job (w
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_ready
 
-from models.db import dispose_engines_after_fork
 from models.queue import QueueName, broker_transport_options, is_embedded_broker
 from models.settings import Settings, get_settings
 from models.storage import ArtifactStore
@@ -45,11 +44,6 @@ def create_celery_app(settings: Settings) -> Celery:
 
         Transport.polling_interval = EMBEDDED_BROKER_POLL_SECONDS
     return app
-
-
-@worker_process_init.connect
-def _forget_inherited_connections(**_: object) -> None:
-    dispose_engines_after_fork()
 
 
 @worker_ready.connect

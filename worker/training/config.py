@@ -7,7 +7,7 @@ from pathlib import Path
 
 from models.data_formats import DataFormat
 from models.hyperparameters import ResolvedHyperparameters, ResolvedStrategy
-from models.schemas import StrategyType, Task
+from models.schemas import Task
 from models.tables import BaseModel, File, Job
 
 
@@ -47,11 +47,7 @@ class TrainingConfig:
             num_layers=base_model.num_layers,
             trust_remote_code=base_model.trust_remote_code,
             label_names=list(job.label_names),
-            strategy=ResolvedStrategy(
-                type=StrategyType(job.strategy["type"]),
-                trainable_layers=job.strategy.get("trainable_layers"),
-                layer_decay=job.strategy.get("layer_decay"),
-            ),
+            strategy=ResolvedStrategy.from_dict(job.strategy),
             hyperparameters=ResolvedHyperparameters(**job.hyperparameters),
             training_file=data_file(training),
             validation_file=data_file(validation) if validation else None,
