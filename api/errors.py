@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from models.errors import ErrorCode, GraftError
+from models.errors import ErrorCode, GraftError, QuotaExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +48,18 @@ def field_path(location: tuple[int | str, ...] | list[int | str]) -> str | None:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GraftError)
     async def _domain_error(_request: Request, error: GraftError) -> JSONResponse:
-        return error_response(
+        response = error_response(
             error.status_code,
             error.message,
             code=error.code.value,
             error_type=error.error_type,
             param=error.param,
         )
+        if isinstance(error, QuotaExceeded):
+            # Retry-After tells a client when; the SDK's own retries (seconds apart) would only spin.
+            response.headers["Retry-After"] = str(error.retry_after_seconds)
+            response.headers.update(_NO_RETRY)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:

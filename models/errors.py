@@ -12,6 +12,7 @@ class ErrorCode(StrEnum):
     not_found = "not_found"
     unauthorized = "invalid_api_key"
     payload_too_large = "file_too_large"
+    quota_exceeded = "quota_exceeded"
     service_unavailable = "service_unavailable"
     internal_error = "internal_error"
 
@@ -76,6 +77,18 @@ class PayloadTooLarge(GraftError):
     status_code = 413
     code = ErrorCode.payload_too_large
     error_type = "invalid_request_error"
+
+
+class QuotaExceeded(GraftError):
+    """A tenant is at one of its limits; `param` names the quota, `retry_after_seconds` when to try again."""
+
+    status_code = 429
+    code = ErrorCode.quota_exceeded
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, param: str, retry_after_seconds: int) -> None:
+        super().__init__(message, param=param)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class ServiceUnavailable(GraftError):

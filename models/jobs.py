@@ -17,6 +17,7 @@ from models.events import EventLevel
 from models.files import get_file
 from models.hyperparameters import resolve_hyperparameters, resolve_strategy
 from models.ids import IdPrefix, is_well_formed, new_id
+from models.quotas import TenantQuotas, ensure_job_slot
 from models.schemas import FilePurpose, FileStatus, JobCreate
 from models.states import JobStatus, sources_of
 from models.tables import File, Job, utc_now
@@ -34,12 +35,14 @@ class JobFailure:
     message: str
 
 
-def create_job(session: Session, tenant_id: str, spec: JobCreate) -> Job:
+def create_job(session: Session, tenant_id: str, spec: JobCreate, *, quotas: TenantQuotas) -> Job:
     """Validate a request against the catalog and the files, and insert the job as `queued`.
 
     Every "auto" is resolved here, so the job row records the values training will use.
-    Raises InvalidRequest naming the field at fault. Does not commit.
+    Raises InvalidRequest naming the field at fault, QuotaExceeded at the tenant's job limit.
+    Does not commit.
     """
+    ensure_job_slot(session, tenant_id, quotas)
     try:
         base_model = catalog.get_base_model(session, spec.model)
     except NotFound as error:

@@ -30,8 +30,20 @@ class Settings(BaseSettings):
     port: int = 8000
     lease_seconds: int = Field(default=60, gt=5, description="A running job's lease; renewed by heartbeats.")
     heartbeat_seconds: float = Field(default=2.0, gt=0, description="How often the runner renews the lease.")
-    cancel_grace_seconds: float = Field(default=5.0, ge=0, description="SIGTERM to SIGKILL for a cancelled run.")
-    max_attempts: int = Field(default=3, ge=1, description="Runs of one job before a lost worker fails it.")
+    stop_grace_seconds: float = Field(
+        default=120.0, ge=0, description="Time a stopping run (pause, worker shutdown) has to write its checkpoint."
+    )
+    checkpoint_interval_seconds: float = Field(
+        default=600.0, gt=0, description="Longest stretch of training between two checkpoints."
+    )
+    max_attempts: int = Field(default=3, ge=1, description="Lost runs (worker died) of one job before it fails.")
+    requeue_after_seconds: float = Field(
+        default=60.0, gt=0, description="Age after which a queued job missing from the broker is sent again."
+    )
+    tenant_max_active_jobs: int = Field(default=8, ge=1, description="Default per-tenant queued + running jobs.")
+    tenant_max_stored_bytes: int = Field(
+        default=100 * 1024**3, gt=0, description="Default per-tenant bytes of files and fine-tuned weights."
+    )
     sweep_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often each worker looks for runs whose lease expired."
     )

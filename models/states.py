@@ -11,6 +11,7 @@ class JobStatus(StrEnum):
     validating_files = "validating_files"
     queued = "queued"
     running = "running"
+    paused = "paused"
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
@@ -19,11 +20,14 @@ class JobStatus(StrEnum):
 TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
 
 # Every legal move. A terminal status has no way out; everything else may be cancelled.
-# running → queued is the hand-back of a run whose process was lost (its lease expired).
+# running → queued hands back a run whose worker stopped or was lost; paused → queued is a resume.
 ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.validating_files: frozenset({JobStatus.queued, JobStatus.failed, JobStatus.cancelled}),
-    JobStatus.queued: frozenset({JobStatus.running, JobStatus.failed, JobStatus.cancelled}),
-    JobStatus.running: frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled, JobStatus.queued}),
+    JobStatus.queued: frozenset({JobStatus.running, JobStatus.paused, JobStatus.failed, JobStatus.cancelled}),
+    JobStatus.running: frozenset(
+        {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled, JobStatus.queued, JobStatus.paused}
+    ),
+    JobStatus.paused: frozenset({JobStatus.queued, JobStatus.cancelled, JobStatus.failed}),
     JobStatus.succeeded: frozenset(),
     JobStatus.failed: frozenset(),
     JobStatus.cancelled: frozenset(),

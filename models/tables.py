@@ -58,6 +58,10 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    # Quotas; None means the service-wide default from Settings.
+    max_active_jobs: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_stored_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    max_upload_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
 
 class ApiKey(Base):
@@ -139,6 +143,12 @@ class Job(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(256), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Runs lost with their worker (lease expired): the poison-job bound counts these, not pauses or hand-backs.
+    lost_runs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When the job's message was last handed to the broker; the sweeper re-sends long-queued jobs it lost.
+    enqueued_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Set by POST /pause on a running job: its run checkpoints, stops, and the job becomes `paused`.
+    pause_requested_at: Mapped[datetime | None] = mapped_column(default=None)
     trained_tokens: Mapped[int | None] = mapped_column(BigInteger, default=None)
     trainable_parameters: Mapped[int | None] = mapped_column(BigInteger, default=None)
     total_parameters: Mapped[int | None] = mapped_column(BigInteger, default=None)
@@ -170,6 +180,8 @@ class Checkpoint(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     step: Mapped[int] = mapped_column(Integer)
     epoch: Mapped[int] = mapped_column(Integer)
+    # "epoch" (an epoch end, kept until the job ends) or "interval"/"stop" (mid-epoch; only the newest is kept).
+    kind: Mapped[str] = mapped_column(String(16), default="epoch", server_default="epoch")
     metrics: Mapped[dict[str, Any]] = mapped_column()
     blob_key: Mapped[str] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(default=utc_now)

@@ -45,7 +45,8 @@ def settings(tmp_path: Path, template_database: Path) -> Iterator[Settings]:
         max_upload_bytes=5 * 1024 * 1024,
         heartbeat_seconds=0.5,
         lease_seconds=30,
-        cancel_grace_seconds=2.0,
+        stop_grace_seconds=10.0,
+        tenant_max_active_jobs=1000,
         sweep_interval_seconds=0.5,
     )
     yield configured

@@ -41,7 +41,7 @@ class RunnerSettings:
     artifact_root: Path
     lease_seconds: int
     heartbeat_seconds: float
-    cancel_grace_seconds: float
+    stop_grace_seconds: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RunnerSettings:
@@ -51,7 +51,7 @@ class RunnerSettings:
             artifact_root=settings.artifacts.resolve(),
             lease_seconds=settings.lease_seconds,
             heartbeat_seconds=settings.heartbeat_seconds,
-            cancel_grace_seconds=settings.cancel_grace_seconds,
+            stop_grace_seconds=settings.stop_grace_seconds,
         )
 
 
@@ -126,7 +126,7 @@ def supervise_training_process(
         try:
             interruption = _wait_while_owning_job(process, job_id, attempt, settings, stop_requested)
         except BaseException:
-            stop_process(process, settings.cancel_grace_seconds)  # never leave training running unsupervised
+            stop_process(process, settings.stop_grace_seconds)  # never leave training running unsupervised
             raise
         if interruption is not None:
             return ChildResult(exit_code=process.returncode, payload=None, interruption=interruption)
@@ -149,12 +149,12 @@ def _wait_while_owning_job(
         except subprocess.TimeoutExpired:
             pass
         if stop_requested():
-            stop_process(process, settings.cancel_grace_seconds)
+            stop_process(process, settings.stop_grace_seconds)
             return Interruption.shutdown
         with session_scope(settings.database_url) as session:
             still_owner = jobs.renew_lease(session, job_id, attempt, lease_seconds=settings.lease_seconds)
         if not still_owner:
-            stop_process(process, settings.cancel_grace_seconds)
+            stop_process(process, settings.stop_grace_seconds)
             return Interruption.lost_job
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
-from models import artifacts, checkpoints, events, jobs, queue
+from models import artifacts, checkpoints, events, jobs, queue, quotas
 from models.errors import ServiceUnavailable
 from models.schemas import MAX_LIST_LIMIT, CheckpointRead, ErrorResponse, EventRead, JobCreate, JobRead, ListPage
 
@@ -21,7 +21,7 @@ LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)]
 def create_fine_tuning_job(
     spec: JobCreate, tenant_id: TenantDep, session: SessionDep, settings: SettingsDep
 ) -> JobRead:
-    job = jobs.create_job(session, tenant_id, spec)
+    job = jobs.create_job(session, tenant_id, spec, quotas=quotas.quotas_of(session, tenant_id, settings))
     session.commit()
     try:
         # After the commit, so a worker that receives the id finds the row.

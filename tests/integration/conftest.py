@@ -56,5 +56,6 @@ def production_settings(postgres_url: str, redis_url: str, tmp_path: Path) -> Se
         broker_url=redis_url,
         heartbeat_seconds=0.5,
         lease_seconds=30,
-        cancel_grace_seconds=2.0,
+        stop_grace_seconds=10.0,
+        tenant_max_active_jobs=1000,
     )

@@ -25,6 +25,7 @@ def new_job(client: TestClient, auth: dict[str, str], minilm: str) -> Callable[[
 
     def _create() -> str:
         response = client.post("/v1/fine_tuning/jobs", headers=auth, json={"training_file": file_id})
+        assert response.status_code == 200, response.text
         job_id: str = response.json()["id"]
         return job_id
 
