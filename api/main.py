@@ -20,6 +20,9 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     500: {"model": ErrorResponse, "description": "A bug: the request was valid"},
 }
 
+# Operations that check a counting quota (models.quotas) answer 429 at the limit, with Retry-After.
+QUOTA_LIMITED_OPERATIONS = {("/v1/fine_tuning/jobs", "post"): "The tenant is at its max_active_jobs quota"}
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. Tests pass their own settings; production reads GRAFT_* from the environment."""
@@ -43,13 +46,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
-    """FastAPI documents 422 for validation errors; this API answers them with OpenAI's 400."""
+    """FastAPI documents 422 for validation errors; this API answers them with OpenAI's 400.
+
+    It also adds the 429 of quota-limited operations, with its Retry-After header.
+    """
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
         for path in schema["paths"].values():
             for operation in path.values():
                 operation.get("responses", {}).pop("422", None)
+        for (path_name, method), description in QUOTA_LIMITED_OPERATIONS.items():
+            schema["paths"][path_name][method]["responses"]["429"] = _quota_response(description)
         for name in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(name, None)
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def _quota_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {
+            "Retry-After": {"description": "Seconds after which a slot may be free", "schema": {"type": "integer"}}
+        },
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
