@@ -2,7 +2,8 @@
 
 Starlette's `request.form()` spools file parts to disk with no total cap, and runs before any
 dependency. This parser reads `request.stream()` itself, so the byte limit holds for bodies with a
-Content-Length and for chunked ones alike, and nothing beyond the limit ever reaches the disk.
+Content-Length and for chunked ones alike, and nothing beyond the limit ever reaches the disk. The
+limit is an UploadCap: the tenant's upload limit or the room left in its storage quota.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from models.errors import InvalidRequest, PayloadTooLarge
+from models.errors import InvalidRequest
+from models.quotas import UploadCap
 from models.storage import ArtifactStore
 
 if TYPE_CHECKING:
@@ -50,9 +52,9 @@ class _Part:
 class _UploadSink:
     """Multipart callbacks: the `file` part goes to disk through sha256; other parts stay small strings."""
 
-    def __init__(self, handle: BinaryIO, max_file_bytes: int) -> None:
+    def __init__(self, handle: BinaryIO, cap: UploadCap) -> None:
         self._handle = handle
-        self._max_file_bytes = max_file_bytes
+        self._cap = cap
         self._digest = hashlib.sha256()
         self._part = _Part()
         self.file_seen = False
@@ -97,10 +99,8 @@ class _UploadSink:
         chunk = data[start:end]
         if self._part.name == FILE_FIELD:
             self.size_bytes += len(chunk)
-            if self.size_bytes > self._max_file_bytes:
-                raise PayloadTooLarge(
-                    f"file: larger than the upload limit of {self._max_file_bytes} bytes", param="file"
-                )
+            if self.size_bytes > self._cap.max_file_bytes:
+                raise self._cap.refusal()
             self._digest.update(chunk)
             self._handle.write(chunk)
         else:
@@ -113,14 +113,14 @@ class _UploadSink:
             self.fields[self._part.name] = self._part.value.decode("utf-8", "replace")
 
 
-def check_declared_size(request: Request, max_file_bytes: int) -> None:
-    """Refuse an upload whose Content-Length already exceeds the limit, before reading a byte."""
+def check_declared_size(request: Request, cap: UploadCap) -> None:
+    """Refuse an upload whose Content-Length already exceeds the cap, before reading a byte."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_file_bytes + MULTIPART_OVERHEAD_BYTES:
-        raise PayloadTooLarge(f"file: larger than the upload limit of {max_file_bytes} bytes", param="file")
+    if declared is not None and declared.isdigit() and int(declared) > cap.max_file_bytes + MULTIPART_OVERHEAD_BYTES:
+        raise cap.refusal()
 
 
-async def receive_upload(request: Request, store: ArtifactStore, max_file_bytes: int) -> ReceivedUpload:
+async def receive_upload(request: Request, store: ArtifactStore, cap: UploadCap) -> ReceivedUpload:
     """Stream the body into a temporary file in the store. On any error the temporary file is removed."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
@@ -129,13 +129,13 @@ async def receive_upload(request: Request, store: ArtifactStore, max_file_bytes:
     temporary_path = store.new_temporary_path()
     try:
         with temporary_path.open("wb") as handle:
-            sink = _UploadSink(handle, max_file_bytes)
+            sink = _UploadSink(handle, cap)
             parser = MultipartParser(boundary, _callbacks(sink))
             body_bytes = 0
             async for chunk in request.stream():
                 body_bytes += len(chunk)
-                if body_bytes > max_file_bytes + MULTIPART_OVERHEAD_BYTES:
-                    raise PayloadTooLarge(f"file: larger than the upload limit of {max_file_bytes} bytes", param="file")
+                if body_bytes > cap.max_file_bytes + MULTIPART_OVERHEAD_BYTES:
+                    raise cap.refusal()
                 # Parsing writes the file part to disk: off the event loop, so uploads don't stall requests.
                 await run_in_threadpool(parser.write, chunk)
             parser.finalize()

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from models.data_formats import FileSummary, detect_format, summarize_file
 from models.errors import InvalidFile, InvalidRequest, InvalidTransition, NotFound
 from models.ids import IdPrefix, is_well_formed, new_id
+from models.quotas import TenantQuotas, ensure_room_for_upload
 from models.schemas import FilePurpose, FileStatus
 from models.states import TERMINAL_STATUSES
 from models.storage import ArtifactStore
@@ -50,11 +51,13 @@ def create_file(
     uploaded_path: Path,
     size_bytes: int,
     sha256: str,
+    quotas: TenantQuotas,
 ) -> File:
     """Validate a fully received upload, publish its blob and insert its row as `processed`.
 
     `uploaded_path` is a temporary file inside the store; on any error it is removed and nothing is
-    published. Raises InvalidFile naming the offending line. Does not commit.
+    published. Raises InvalidFile naming the offending line, PayloadTooLarge when the file no longer
+    fits the tenant's storage quota. Does not commit.
     """
     try:
         if size_bytes == 0:
@@ -62,6 +65,8 @@ def create_file(
         with uploaded_path.open("rb") as handle:
             first_bytes = handle.read(64)
         summary = summarize_file(uploaded_path, detect_format(filename, first_bytes))
+        # After validating, which reads no rows: the check opens the transaction (on SQLite the write lock).
+        ensure_room_for_upload(session, tenant_id, quotas, size_bytes)
         file_id = new_id(IdPrefix.file)
         blob_key = f"files/{tenant_id}/{file_id}"
         store.publish(uploaded_path, blob_key)
@@ -130,9 +135,10 @@ def get_file_for_cursor(session: Session, tenant_id: str, after: str) -> File:
 
 
 def delete_file(session: Session, tenant_id: str, file_id: str) -> File:
-    """Mark a file deleted; refused while an unfinished job still needs it. Does not commit.
+    """Mark a file deleted, which frees its bytes in the storage quota. Does not commit.
 
-    The caller removes the blob after committing, so a failed commit never loses content.
+    Raises InvalidTransition while an unfinished job still needs it. The caller removes the blob
+    after committing, so a failed commit never loses content.
     """
     row = get_file(session, tenant_id, file_id, for_update=True)
     users = session.scalars(

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models.errors import QuotaExceeded
+from models.errors import InvalidRequest, PayloadTooLarge, QuotaExceeded
 from models.settings import Settings
 from models.states import JobStatus
-from models.tables import Job, Tenant
+from models.tables import File, Job, ResultArtifact, Tenant
 
 # Jobs that hold (or wait for) a worker. Paused jobs hold only their checkpoint, so they do not count.
 ACTIVE_STATUSES = (JobStatus.validating_files.value, JobStatus.queued.value, JobStatus.running.value)
 # A job slot frees when a job ends; minutes, not seconds, is the honest hint for training jobs.
 JOB_SLOT_RETRY_AFTER_SECONDS = 60
+
+
+class Quota(StrEnum):
+    """The limits an administrator sets per tenant: each is a `tenants` column and the error `param` naming it."""
+
+    max_active_jobs = "max_active_jobs"
+    max_stored_bytes = "max_stored_bytes"
+    max_upload_bytes = "max_upload_bytes"
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,108 @@ def ensure_job_slot(session: Session, tenant_id: str, quotas: TenantQuotas) -> N
         raise QuotaExceeded(
             f"You have {active} queued or running fine-tuning jobs, the most your quota allows "
             f"(max_active_jobs={quotas.max_active_jobs}); retry when one of them ends.",
-            param="max_active_jobs",
+            param=Quota.max_active_jobs.value,
             retry_after_seconds=JOB_SLOT_RETRY_AFTER_SECONDS,
         )
+
+
+def stored_bytes(session: Session, tenant_id: str) -> int:
+    """Bytes the tenant keeps in the store: its files not deleted (uploads, result files) plus its weights archives."""
+    file_bytes = session.scalar(
+        select(func.coalesce(func.sum(File.size_bytes), 0)).where(
+            File.tenant_id == tenant_id, File.deleted_at.is_(None)
+        )
+    )
+    weights_bytes = session.scalar(
+        select(func.coalesce(func.sum(ResultArtifact.size_bytes), 0))
+        .join(Job, Job.id == ResultArtifact.job_id)
+        .where(Job.tenant_id == tenant_id)
+    )
+    return int(file_bytes or 0) + int(weights_bytes or 0)
+
+
+@dataclass(frozen=True)
+class UploadCap:
+    """The most bytes one upload may have, and the quota that sets it: whichever of the two is smaller."""
+
+    max_file_bytes: int
+    quota: Quota
+    limit: int
+    stored_bytes: int = 0
+
+    def refusal(self) -> PayloadTooLarge:
+        """The 413 for an upload over this cap, naming the quota, its limit and (for storage) the usage."""
+        if self.quota is Quota.max_stored_bytes:
+            return PayloadTooLarge(
+                f"file: storing it would take you past your storage quota (max_stored_bytes={self.limit} bytes); "
+                f"your files and fine-tuned weights use {self.stored_bytes} bytes, so at most "
+                f"{self.max_file_bytes} more fit. Delete files you no longer need and retry.",
+                param=Quota.max_stored_bytes.value,
+            )
+        # `param` stays the form field: the file itself is at fault, whatever the tenant stores.
+        return PayloadTooLarge(
+            f"file: larger than the upload limit of {self.limit} bytes (max_upload_bytes)",
+            param="file",
+        )
+
+
+def service_upload_cap(settings: Settings) -> UploadCap:
+    """The service-wide cap, which holds before the caller is known; a tenant's own cap is never above it."""
+    return UploadCap(settings.max_upload_bytes, Quota.max_upload_bytes, settings.max_upload_bytes)
+
+
+def upload_cap(session: Session, tenant_id: str, quotas: TenantQuotas) -> UploadCap:
+    """The tenant's cap now: min(its upload limit, the room left in its storage quota). Reads only."""
+    in_store = stored_bytes(session, tenant_id)
+    room = max(quotas.max_stored_bytes - in_store, 0)
+    if room < quotas.max_upload_bytes:
+        return UploadCap(room, Quota.max_stored_bytes, quotas.max_stored_bytes, in_store)
+    return UploadCap(quotas.max_upload_bytes, Quota.max_upload_bytes, quotas.max_upload_bytes, in_store)
+
+
+def ensure_room_for_upload(session: Session, tenant_id: str, quotas: TenantQuotas, size_bytes: int) -> None:
+    """Raise PayloadTooLarge (413) when a received upload of `size_bytes` does not fit the tenant's caps.
+
+    Call inside the transaction that adds the file row: the stream was capped when it began, and
+    this check sees the uploads that finished meanwhile (SQLite serialises the two; on PostgreSQL
+    two racing uploads may both fit, which a fairness limit tolerates).
+    """
+    cap = upload_cap(session, tenant_id, quotas)
+    if size_bytes > cap.max_file_bytes:
+        raise cap.refusal()
+
+
+def set_tenant_quota(session: Session, tenant: Tenant, quota: Quota, limit: int | None) -> None:
+    """Give `tenant` its own limit for `quota`; None returns it to the service default. Does not commit.
+
+    Raises InvalidRequest for a limit below 1. A per-tenant `max_upload_bytes` above the service-wide
+    one is stored but has no effect until the service-wide limit rises.
+    """
+    if limit is not None and limit < 1:
+        raise InvalidRequest(f"{quota.value} must be at least 1 (got {limit})", param=quota.value)
+    setattr(tenant, quota.value, limit)
+    session.flush()
+
+
+@dataclass(frozen=True)
+class QuotaUsage:
+    """One line of a tenant's quota report. `own_limit` None means the service default applies."""
+
+    quota: Quota
+    limit: int
+    own_limit: int | None
+    in_use: int | None  # None for max_upload_bytes: a per-upload cap, nothing accumulates
+
+
+def quota_usage(session: Session, tenant: Tenant, settings: Settings) -> list[QuotaUsage]:
+    """Each quota's effective limit, the tenant's own setting and what the tenant uses now. Reads only."""
+    quotas = TenantQuotas.of(tenant, settings)
+    return [
+        QuotaUsage(
+            Quota.max_active_jobs, quotas.max_active_jobs, tenant.max_active_jobs, active_job_count(session, tenant.id)
+        ),
+        QuotaUsage(
+            Quota.max_stored_bytes, quotas.max_stored_bytes, tenant.max_stored_bytes, stored_bytes(session, tenant.id)
+        ),
+        QuotaUsage(Quota.max_upload_bytes, quotas.max_upload_bytes, tenant.max_upload_bytes, None),
+    ]

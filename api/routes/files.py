@@ -10,7 +10,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
 from api.uploads import check_declared_size, receive_upload
-from models import files
+from models import files, quotas
+from models.quotas import UploadCap
 from models.schemas import MAX_LIST_LIMIT, ErrorResponse, FileDeleted, FileRead, ListPage
 from models.settings import Settings, get_settings
 
@@ -37,19 +38,38 @@ _UPLOAD_BODY = {
 
 def refuse_oversized_upload(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
     """Runs before authentication, so an oversized body is refused before anything else is done."""
-    check_declared_size(request, settings.max_upload_bytes)
+    check_declared_size(request, quotas.service_upload_cap(settings))
+
+
+def get_upload_cap(request: Request, tenant_id: TenantDep, session: SessionDep, settings: SettingsDep) -> UploadCap:
+    """After authentication: the tenant's cap, its upload limit or the room left in its storage quota."""
+    cap = quotas.upload_cap(session, tenant_id, quotas.quotas_of(session, tenant_id, settings))
+    session.commit()  # end the read transaction before the body streams; SQLite holds its lock until then
+    check_declared_size(request, cap)
+    return cap
 
 
 @router.post(
     "",
     dependencies=[Depends(refuse_oversized_upload)],
     openapi_extra=_UPLOAD_BODY,
-    responses={413: {"model": ErrorResponse, "description": "Larger than GRAFT_MAX_UPLOAD_BYTES"}},
+    responses={
+        413: {
+            "model": ErrorResponse,
+            "description": "Larger than the tenant's upload limit (`param`: file) "
+            "or than the room left in its storage quota (`param`: max_stored_bytes)",
+        }
+    },
 )
 async def upload_file(
-    request: Request, tenant_id: TenantDep, session: SessionDep, store: StoreDep, settings: SettingsDep
+    request: Request,
+    tenant_id: TenantDep,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    cap: Annotated[UploadCap, Depends(get_upload_cap)],
 ) -> FileRead:
-    upload = await receive_upload(request, store, settings.max_upload_bytes)
+    upload = await receive_upload(request, store, cap)
 
     def _register() -> FileRead:
         try:
@@ -64,6 +84,7 @@ async def upload_file(
                 uploaded_path=upload.temporary_path,
                 size_bytes=upload.size_bytes,
                 sha256=upload.sha256,
+                quotas=quotas.quotas_of(session, tenant_id, settings),
             )
         finally:
             upload.temporary_path.unlink(missing_ok=True)
