@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from fastapi.testclient import TestClient
@@ -20,7 +19,9 @@ from models.settings import Settings
 from tests.conftest import jsonl_bytes, upload_file
 
 SERVICE_MAX_ACTIVE_JOBS = 2
-ROWS = [{"text": f"sample {i}", "label": "positive" if i % 2 else "negative"} for i in range(20)]
+ROWS: list[dict[str, object]] = [
+    {"text": f"sample {i}", "label": "positive" if i % 2 else "negative"} for i in range(20)
+]
 BOUNDARY = "graftquotaboundary"
 
 
@@ -40,11 +41,11 @@ def set_quota(settings: Settings, tenant_name: str, quota: Quota, limit: int | N
         quotas.set_tenant_quota(session, tenants.find_tenant(session, tenant_name), quota, limit)
 
 
-def create_job(client: TestClient, headers: dict[str, str], training_file: str) -> httpx.Response:
+def create_job(client: TestClient, headers: dict[str, str], training_file: str) -> Any:
     return client.post("/v1/fine_tuning/jobs", headers=headers, json={"training_file": training_file})
 
 
-def post_upload(client: TestClient, headers: dict[str, str], content: bytes, *, sent: str) -> httpx.Response:
+def post_upload(client: TestClient, headers: dict[str, str], content: bytes, *, sent: str) -> Any:
     """POST /v1/files with a Content-Length (`sent="content-length"`) or chunked, with none."""
     if sent == "content-length":
         return client.post(
@@ -77,7 +78,7 @@ def temporary_area(settings: Settings) -> list[Path]:
     return list(tmp.iterdir()) if tmp.is_dir() else []
 
 
-def error(response: httpx.Response) -> dict[str, Any]:
+def error(response: Any) -> dict[str, Any]:
     payload: dict[str, Any] = response.json()["error"]
     return payload
 
@@ -160,9 +161,9 @@ def test_openai_sdk_raises_rate_limit_error_at_the_job_limit_without_retrying(
     client: TestClient, auth: dict[str, str], settings: Settings, minilm: str
 ) -> None:
     set_quota(settings, "acme", Quota.max_active_jobs, 1)
-    job_requests: list[httpx.Request] = []
+    job_requests: list[Any] = []
 
-    def count_job_creations(request: httpx.Request) -> None:
+    def count_job_creations(request: Any) -> None:
         if request.method == "POST" and request.url.path == "/v1/fine_tuning/jobs":
             job_requests.append(request)
 
@@ -179,7 +180,7 @@ def test_openai_sdk_raises_rate_limit_error_at_the_job_limit_without_retrying(
         elapsed = time.monotonic() - started
     assert refused.value.status_code == 429
     assert refused.value.code == "quota_exceeded"
-    assert refused.value.param == "max_active_jobs"  # type: ignore[attr-defined]
+    assert refused.value.param == "max_active_jobs"
     assert len(job_requests) == 2  # the job that fits, then one refused request: no retries
     assert elapsed < 0.5  # the SDK's first retry would wait at least 0.5 s
 
