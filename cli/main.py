@@ -1,4 +1,4 @@
-"""The `graft` command line: start the service or its halves, migrate, manage keys and base models."""
+"""The `graft` command line: start the service or its halves, migrate, manage keys, tenant quotas and base models."""
 
 from __future__ import annotations
 
@@ -8,18 +8,23 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.orm import Session
 
-from models import catalog, tenants
+from models import catalog, quotas, tenants
 from models.db import session_scope
 from models.errors import GraftError
 from models.queue import prepare_embedded_broker
-from models.settings import get_settings
+from models.quotas import Quota
+from models.settings import Settings, get_settings
+from models.tables import Tenant
 
 app = typer.Typer(help="Graft: fine-tuning jobs behind an OpenAI-compatible API.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 models_app = typer.Typer(help="The base-model catalog.", no_args_is_help=True)
+tenants_app = typer.Typer(help="Tenants and their quotas.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
+app.add_typer(tenants_app, name="tenants")
 console = Console()
 DEFAULT_TENANT = "default"
 
@@ -124,6 +129,67 @@ def revoke_key(key_id: str) -> None:
     except GraftError as error:
         _fail(error)
     console.print(f"revoked {key_id}")
+
+
+@tenants_app.command("set-quota")
+def set_quota(
+    name: str,
+    max_active_jobs: Annotated[
+        int | None, typer.Option(min=0, show_default=False, help="Queued + running jobs at once.")
+    ] = None,
+    max_stored_bytes: Annotated[
+        int | None, typer.Option(min=0, show_default=False, help="Bytes of files and fine-tuned weights kept.")
+    ] = None,
+    max_upload_bytes: Annotated[
+        int | None,
+        typer.Option(min=0, show_default=False, help="Bytes of one upload; never above GRAFT_MAX_UPLOAD_BYTES."),
+    ] = None,
+) -> None:
+    """Set tenant NAME's quotas. An option left out keeps its value; 0 resets it to the service default."""
+    changes = {
+        Quota.max_active_jobs: max_active_jobs,
+        Quota.max_stored_bytes: max_stored_bytes,
+        Quota.max_upload_bytes: max_upload_bytes,
+    }
+    settings = get_settings()
+    try:
+        with session_scope(settings.database_url) as session:
+            tenant = tenants.find_tenant(session, name)
+            for quota, limit in changes.items():
+                if limit is not None:
+                    quotas.set_tenant_quota(session, tenant, quota, limit or None)
+            _print_quotas(session, tenant, settings)
+    except GraftError as error:
+        _fail(error)
+
+
+@tenants_app.command("show")
+def show_tenant(name: str) -> None:
+    """Show tenant NAME's effective quotas, which of them it has of its own, and its current usage."""
+    settings = get_settings()
+    try:
+        with session_scope(settings.database_url) as session:
+            _print_quotas(session, tenants.find_tenant(session, name), settings)
+    except GraftError as error:
+        _fail(error)
+
+
+def _print_quotas(session: Session, tenant: Tenant, settings: Settings) -> None:
+    table = Table("quota", "limit", "set by", "in use", title=f"tenant '{tenant.name}' ({tenant.id})")
+    for line in quotas.quota_usage(session, tenant, settings):
+        table.add_row(
+            line.quota.value,
+            str(line.limit),
+            _set_by(line.own_limit, line.limit),
+            "-" if line.in_use is None else str(line.in_use),
+        )
+    console.print(table)
+
+
+def _set_by(own_limit: int | None, limit: int) -> str:
+    if own_limit is None:
+        return "service default"
+    return "tenant" if own_limit == limit else f"tenant ({own_limit}, capped by the service)"
 
 
 @models_app.command("add")

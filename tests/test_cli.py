@@ -10,12 +10,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from cli.main import app
-from models import catalog
+from models import catalog, tenants
 from models.db import session_scope
 from models.settings import Settings, get_settings
+from tests.conftest import jsonl_bytes, upload_file
 from tests.processes import REPO_ROOT, service_environment, wait_for
 
 
@@ -34,8 +36,6 @@ def invoke(settings: Settings, *arguments: str) -> tuple[int, str]:
 
 
 def test_keys_create_prints_a_working_key_once(cli_settings: Settings) -> None:
-    from models import tenants
-
     code, output = invoke(cli_settings, "keys", "create", "--tenant", "umbrella")
     assert code == 0, output
     [key] = re.findall(r"sk-graft-\S+", output)
@@ -101,3 +101,75 @@ def test_models_add_with_an_unreachable_hub_id_says_so(cli_settings: Settings) -
     code, output = invoke(cli_settings, "models", "add", "remote", "no-such-org/no-such-model")
     assert code == 2
     assert "neither a local folder nor a reachable hub model" in output
+
+
+def quota_row(output: str, quota: str) -> list[str]:
+    """The limit, set-by and in-use cells of one quota in the table `graft tenants` prints."""
+    match = re.search(rf"│ {quota} │([^│]*)│([^│]*)│([^│]*)│", output)
+    assert match is not None, output
+    return [cell.strip() for cell in match.groups()]
+
+
+def test_tenants_set_quota_gives_a_tenant_its_own_limits_and_show_prints_them_with_usage(
+    cli_settings: Settings, client: TestClient, auth: dict[str, str], minilm: str
+) -> None:
+    content = jsonl_bytes([{"text": "good", "label": "a"}, {"text": "bad", "label": "b"}])
+    training_file = upload_file(client, auth, content)
+    assert client.post("/v1/fine_tuning/jobs", headers=auth, json={"training_file": training_file}).status_code == 200
+
+    code, output = invoke(cli_settings, "tenants", "set-quota", "acme", "--max-active-jobs", "3")
+    assert code == 0, output
+    code, output = invoke(cli_settings, "tenants", "set-quota", "acme", "--max-upload-bytes", "4096")
+    assert code == 0, output
+    code, output = invoke(cli_settings, "tenants", "show", "acme")
+
+    assert code == 0, output
+    assert quota_row(output, "max_active_jobs") == ["3", "tenant", "1"]
+    assert quota_row(output, "max_stored_bytes") == [
+        str(cli_settings.tenant_max_stored_bytes),
+        "service default",
+        str(len(content)),
+    ]
+    assert quota_row(output, "max_upload_bytes") == ["4096", "tenant", "-"]
+
+
+def test_a_quota_set_from_the_cli_holds_at_the_api(
+    cli_settings: Settings, client: TestClient, auth: dict[str, str], minilm: str
+) -> None:
+    training_file = upload_file(
+        client, auth, jsonl_bytes([{"text": "good", "label": "a"}, {"text": "bad", "label": "b"}])
+    )
+    code, output = invoke(cli_settings, "tenants", "set-quota", "acme", "--max-active-jobs", "1")
+    assert code == 0, output
+    assert client.post("/v1/fine_tuning/jobs", headers=auth, json={"training_file": training_file}).status_code == 200
+    refused = client.post("/v1/fine_tuning/jobs", headers=auth, json={"training_file": training_file})
+    assert refused.status_code == 429
+    assert refused.json()["error"]["param"] == "max_active_jobs"
+
+
+def test_tenants_set_quota_zero_returns_a_quota_to_the_service_default(
+    cli_settings: Settings, auth: dict[str, str]
+) -> None:
+    invoke(cli_settings, "tenants", "set-quota", "acme", "--max-active-jobs", "3", "--max-stored-bytes", "5000")
+    code, output = invoke(cli_settings, "tenants", "set-quota", "acme", "--max-active-jobs", "0")
+
+    assert code == 0, output
+    assert quota_row(output, "max_active_jobs") == [str(cli_settings.tenant_max_active_jobs), "service default", "0"]
+    assert quota_row(output, "max_stored_bytes") == ["5000", "tenant", "0"]
+    with session_scope(cli_settings.database_url) as session:
+        tenant = tenants.find_tenant(session, "acme")
+        assert (tenant.max_active_jobs, tenant.max_stored_bytes) == (None, 5000)
+
+
+def test_tenants_commands_name_an_unknown_tenant(cli_settings: Settings) -> None:
+    for arguments in (("show", "nobody"), ("set-quota", "nobody", "--max-active-jobs", "2")):
+        code, output = invoke(cli_settings, "tenants", *arguments)
+        assert code == 2
+        assert "no tenant named 'nobody'" in output
+
+
+def test_tenants_set_quota_refuses_a_negative_limit(cli_settings: Settings, auth: dict[str, str]) -> None:
+    code, _ = invoke(cli_settings, "tenants", "set-quota", "acme", "--max-stored-bytes", "-1")
+    assert code == 2
+    with session_scope(cli_settings.database_url) as session:
+        assert tenants.find_tenant(session, "acme").max_stored_bytes is None
