@@ -1,4 +1,9 @@
-"""Checkpoint records: one per epoch end, written by the run that owns the job."""
+"""Checkpoint records, written by the run that owns the job.
+
+One per epoch end (kept until the job ends), plus the newest mid-epoch one ("interval", taken
+every checkpoint_interval_seconds, or "stop", taken when a run is paused or its worker shuts
+down): a newer checkpoint supersedes the older mid-epoch ones, so their files can go.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from models.ids import IdPrefix, is_well_formed, new_id
 from models.jobs import ensure_run_owns_job, fine_tuned_model_name
 from models.tables import Checkpoint, Job
 
+EPOCH_END = "epoch"
+
 
 def record_checkpoint(
     session: Session,
@@ -23,21 +30,38 @@ def record_checkpoint(
     epoch: int,
     metrics: dict[str, float],
     blob_key: str,
-) -> Checkpoint:
-    """Insert a checkpoint whose files are already published at `blob_key`. Raises LeaseLost. No commit."""
+    kind: str = EPOCH_END,
+) -> list[str]:
+    """Insert a checkpoint whose files are already published at `blob_key`. Raises LeaseLost. No commit.
+
+    Returns the blob keys of the mid-epoch checkpoints it supersedes (their rows are deleted);
+    delete those files after the commit.
+    """
     ensure_run_owns_job(session, job_id, attempt)
-    row = Checkpoint(
-        id=new_id(IdPrefix.checkpoint),
-        job_id=job_id,
-        attempt=attempt,
-        step=step,
-        epoch=epoch,
-        metrics=metrics,
-        blob_key=blob_key,
+    superseded = list(
+        session.scalars(
+            select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.kind != EPOCH_END, Checkpoint.step < step)
+        )
     )
-    session.add(row)
-    events.append_event(session, job_id, f"Checkpoint saved at step {step} (epoch {epoch})", data={"step": step})
-    return row
+    for old in superseded:
+        session.delete(old)
+    session.add(
+        Checkpoint(
+            id=new_id(IdPrefix.checkpoint),
+            job_id=job_id,
+            attempt=attempt,
+            step=step,
+            epoch=epoch,
+            kind=kind,
+            metrics=metrics,
+            blob_key=blob_key,
+        )
+    )
+    where = f"end of epoch {epoch}" if kind == EPOCH_END else f"{kind} checkpoint during epoch {epoch + 1}"
+    events.append_event(
+        session, job_id, f"Checkpoint saved at step {step} ({where})", data={"step": step, "kind": kind}
+    )
+    return [old.blob_key for old in superseded]
 
 
 def list_checkpoints(session: Session, job_id: str, *, after: str | None, limit: int) -> tuple[list[Checkpoint], bool]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from models import catalog, events
@@ -75,6 +76,7 @@ def create_job(session: Session, tenant_id: str, spec: JobCreate, *, quotas: Ten
         suffix=spec.suffix,
         user_metadata=spec.metadata,
         status=JobStatus.queued.value,
+        enqueued_at=utc_now(),  # the caller sends the message right after committing
     )
     session.add(job)
     session.flush()
@@ -139,6 +141,84 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
     return job
 
 
+def pause_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    """Pause a job (OpenAI's `POST /pause`). Does not commit.
+
+    A queued job becomes `paused` at once. A running job is asked to pause: its run checkpoints
+    after the step in progress, frees its worker, and the job becomes `paused` within a heartbeat
+    or two (plus the checkpoint's write time). Pausing a paused job changes nothing. A job that
+    ended raises InvalidTransition.
+    """
+    job = get_job(session, tenant_id, job_id)
+    if job.status == JobStatus.paused.value:
+        return job
+    if transition_job(session, job.id, JobStatus.paused, only_from=JobStatus.queued):
+        events.append_event(session, job.id, "Job paused")
+    elif _set_pause_request(session, job.id, requested=True):
+        events.append_event(session, job.id, "Pause requested: the run will checkpoint and stop")
+    else:
+        session.refresh(job)
+        if job.status != JobStatus.paused.value:
+            raise InvalidTransition(
+                f"Job {job_id} has already {job.status}; it cannot be paused", param="fine_tuning_job_id"
+            )
+    session.refresh(job)
+    return job
+
+
+def resume_job(session: Session, tenant_id: str, job_id: str, *, quotas: TenantQuotas) -> tuple[Job, bool]:
+    """Resume a job (OpenAI's `POST /resume`); returns (job, whether it must be sent to the queue). No commit.
+
+    A paused job goes back to `queued` and continues from its newest checkpoint. A running job
+    whose pause was requested but has not happened keeps running (the request is withdrawn).
+    Any other job raises InvalidTransition.
+    """
+    job = get_job(session, tenant_id, job_id)
+    if job.status == JobStatus.paused.value:
+        ensure_job_slot(session, tenant_id, quotas)
+        if transition_job(
+            session, job.id, JobStatus.queued, only_from=JobStatus.paused, values={"enqueued_at": utc_now()}
+        ):
+            events.append_event(session, job.id, "Job resumed and queued")
+            session.refresh(job)
+            return job, True
+    elif job.status == JobStatus.running.value and _set_pause_request(session, job.id, requested=False):
+        events.append_event(session, job.id, "Pause request withdrawn; the run continues")
+        session.refresh(job)
+        return job, False
+    session.refresh(job)
+    raise InvalidTransition(
+        f"Job {job_id} is {job.status}, not paused; it cannot be resumed", param="fine_tuning_job_id"
+    )
+
+
+def _set_pause_request(session: Session, job_id: str, *, requested: bool) -> bool:
+    """Set or clear the pause request of a running job; False if the job is not running."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.running.value)
+        .values(pause_requested_at=utc_now() if requested else None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def pause_run(session: Session, job_id: str, attempt: int, *, step: int) -> bool:
+    """`running → paused` for a run that stopped at its pause checkpoint; False if it had lost the job."""
+    paused = transition_job(
+        session,
+        job_id,
+        JobStatus.paused,
+        attempt=attempt,
+        values={"lease_owner": None, "lease_expires_at": None, "pause_requested_at": None},
+    )
+    if paused:
+        events.append_event(
+            session, job_id, f"Job paused at step {step}; resume it to continue from there", data={"step": step}
+        )
+    return paused
+
+
 def transition_job(
     session: Session,
     job_id: str,
@@ -190,15 +270,24 @@ def claim_job(session: Session, job_id: str, *, owner: str, lease_seconds: int) 
     return attempt
 
 
-def renew_lease(session: Session, job_id: str, attempt: int, *, lease_seconds: int) -> bool:
-    """Extend the run's lease. False means the run lost the job (cancelled, or taken over) and must stop."""
+class LeaseState(StrEnum):
+    held = "held"
+    pause_requested = "pause_requested"  # still held; the run should checkpoint and stop
+    lost = "lost"  # cancelled, or taken over: stop at once, write nothing
+
+
+def renew_lease(session: Session, job_id: str, attempt: int, *, lease_seconds: int) -> LeaseState:
+    """Extend the run's lease and say whether the run still owns the job, and whether a pause was asked for."""
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.running.value)
         .values(lease_expires_at=utc_now() + timedelta(seconds=lease_seconds))
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return LeaseState.lost
+    pause_requested = session.scalar(select(Job.pause_requested_at).where(Job.id == job_id)) is not None
+    return LeaseState.pause_requested if pause_requested else LeaseState.held
 
 
 def record_progress(session: Session, job_id: str, attempt: int, **values: Any) -> None:
@@ -281,16 +370,38 @@ def fail_job(
     return failed
 
 
-def hand_back_job(session: Session, job_id: str, attempt: int) -> bool:
-    """`running → queued` for this attempt (its worker is shutting down); False if the run had lost the job."""
+def hand_back_job(session: Session, job_id: str, attempt: int, *, step: int) -> bool:
+    """`running → queued` for this attempt (its worker is shutting down); False if the run had lost the job.
+
+    `step` is where the run's stop checkpoint left it (-1 if it was killed before writing one).
+    No message is sent here: the stopping worker would take it back. Live workers' sweeps re-send
+    it (worker.reconciler), and so does the next worker to start.
+    """
     handed_back = transition_job(
-        session, job_id, JobStatus.queued, attempt=attempt, values={"lease_owner": None, "lease_expires_at": None}
+        session,
+        job_id,
+        JobStatus.queued,
+        attempt=attempt,
+        values={"lease_owner": None, "lease_expires_at": None, "enqueued_at": None},
     )
     if handed_back:
+        where = f" at step {step}" if step >= 0 else ""
         events.append_event(
-            session, job_id, f"Worker shutting down: attempt {attempt} stopped and the job returned to the queue"
+            session,
+            job_id,
+            f"Worker shutting down: attempt {attempt} stopped{where} and the job returned to the queue",
+            data={"step": step} if step >= 0 else None,
         )
     return handed_back
+
+
+def succeeded_with_attempt(session: Session, job_id: str, attempt: int) -> bool:
+    job = session.get(Job, job_id)
+    return job is not None and job.status == JobStatus.succeeded.value and job.attempt == attempt
+
+
+def pause_is_requested(session: Session, job_id: str) -> bool:
+    return session.scalar(select(Job.pause_requested_at).where(Job.id == job_id)) is not None
 
 
 def recover_lost_runs(session: Session, *, max_attempts: int) -> list[str]:
@@ -303,26 +414,31 @@ def recover_lost_runs(session: Session, *, max_attempts: int) -> list[str]:
     ).all()
     requeued = []
     for job in expired:
-        if job.attempt >= max_attempts:
-            fail_job(
+        lost_runs = job.lost_runs + 1
+        if lost_runs >= max_attempts:
+            if fail_job(
                 session,
                 job.id,
                 job.attempt,
                 JobFailure(
                     JobErrorCode.worker_crashed,
-                    f"The job's worker was lost {job.attempt} times; the job may be crashing it "
-                    "(e.g. by running out of memory: try a smaller batch_size or max_length).",
+                    f"The job's worker was lost {lost_runs} times (attempt {job.attempt}); the job may be crashing "
+                    "it (e.g. by running out of memory: try a smaller batch_size or max_length).",
                 ),
-            )
+            ):
+                session.execute(update(Job).where(Job.id == job.id).values(lost_runs=lost_runs))
         elif transition_job(
             session,
             job.id,
             JobStatus.queued,
             attempt=job.attempt,
-            values={"lease_owner": None, "lease_expires_at": None},
+            values={"lease_owner": None, "lease_expires_at": None, "lost_runs": lost_runs, "enqueued_at": utc_now()},
         ):
             events.append_event(
-                session, job.id, f"Worker of attempt {job.attempt} lost (lease expired); job returned to the queue"
+                session,
+                job.id,
+                f"Worker of attempt {job.attempt} lost (lease expired, {lost_runs} of {max_attempts} allowed losses); "
+                "job returned to the queue",
             )
             requeued.append(job.id)
     return requeued
@@ -330,6 +446,58 @@ def recover_lost_runs(session: Session, *, max_attempts: int) -> list[str]:
 
 def queued_job_ids(session: Session) -> list[str]:
     return list(session.scalars(select(Job.id).where(Job.status == JobStatus.queued.value).order_by(Job.created_at)))
+
+
+def queued_job_count(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.queued.value)) or 0)
+
+
+def queued_job_ids_sent_before(session: Session, cutoff: datetime) -> list[str]:
+    """Queued jobs whose message went to the broker before `cutoff` (or was never recorded as sent)."""
+    return list(
+        session.scalars(
+            select(Job.id)
+            .where(
+                Job.status == JobStatus.queued.value,
+                (Job.enqueued_at.is_(None)) | (Job.enqueued_at < cutoff),
+            )
+            .order_by(Job.created_at)
+        )
+    )
+
+
+def mark_enqueued(session: Session, job_ids: list[str]) -> None:
+    """Record that the jobs' messages were handed to the broker just now. Does not commit."""
+    if job_ids:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(job_ids))
+            .values(enqueued_at=utc_now())
+            .execution_options(synchronize_session=False)
+        )
+
+
+def mark_unsent(session: Session, job_id: str) -> None:
+    """Record that the job's message never reached the broker, so the next sweep sends it. No commit."""
+    session.execute(
+        update(Job).where(Job.id == job_id).values(enqueued_at=None).execution_options(synchronize_session=False)
+    )
+
+
+def claim_resend(session: Session, job_id: str, cutoff: datetime) -> bool:
+    """Compare-and-set `enqueued_at` of a queued job last sent before `cutoff`: True for the one caller
+    that should send it again, so workers sweeping at the same moment send it once. Does not commit."""
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status == JobStatus.queued.value,
+            (Job.enqueued_at.is_(None)) | (Job.enqueued_at < cutoff),
+        )
+        .values(enqueued_at=utc_now())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def fail_unsent_job(session: Session, job_id: str) -> bool:

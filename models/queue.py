@@ -79,3 +79,14 @@ def enqueue_job_run(broker_url: str, job_id: str) -> None:
         )
     except (OSError, OperationalError) as error:
         raise QueueUnavailable(str(error)) from error
+
+
+def waiting_message_count(broker_url: str) -> int:
+    """How many messages wait in the training queue (taken ones not counted). Raises QueueUnavailable."""
+    try:
+        with _producer(broker_url).connection_for_write() as connection:
+            channel = connection.default_channel
+            declared = channel.queue_declare(queue=QueueName.training.value, durable=True, auto_delete=False)
+            return int(declared.message_count)
+    except (OSError, OperationalError) as error:
+        raise QueueUnavailable(str(error)) from error

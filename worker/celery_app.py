@@ -5,8 +5,9 @@ database decides whether a job runs: a worker claims the job row by compare-and-
 lease renewed by heartbeats. With late acks, Redis would redeliver any job running longer than the
 visibility timeout (an hour by default; fine-tuning runs for hours) and, with
 task_reject_on_worker_lost, loop a poison job forever. A message lost with a killed worker is
-recovered from the database instead: each worker, when it starts, re-queues `running` jobs whose
-lease expired (failing those out of attempts) and re-sends every `queued` job (worker.reconciler).
+recovered from the database instead: each worker, when it starts and every sweep interval,
+re-queues `running` jobs whose lease expired (failing those out of attempts) and re-sends `queued`
+jobs the broker lost (worker.reconciler).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from celery.signals import worker_ready
 from models.queue import QueueName, broker_transport_options, is_embedded_broker
 from models.settings import Settings, get_settings
 from models.storage import ArtifactStore
-from worker.reconciler import reconcile_jobs, remove_stale_temporaries, start_lost_run_sweeper
+from worker.reconciler import reconcile_jobs, remove_stale_temporaries, start_sweeper
 
 EMBEDDED_BROKER_POLL_SECONDS = 0.2
 
@@ -51,11 +52,12 @@ def _reconcile_on_start(**_: object) -> None:
     settings = get_settings()
     reconcile_jobs(settings.database_url, settings.broker_url, max_attempts=settings.max_attempts)
     remove_stale_temporaries(ArtifactStore(settings.artifacts))
-    start_lost_run_sweeper(
+    start_sweeper(
         settings.database_url,
         settings.broker_url,
         max_attempts=settings.max_attempts,
         interval_seconds=settings.sweep_interval_seconds,
+        requeue_after_seconds=settings.requeue_after_seconds,
     )
 
 

@@ -1,8 +1,12 @@
 """The training process: `python -m worker.child JOB_ID ATTEMPT RESULT_PATH`, started by the runner.
 
 It trains one job and writes how it ended to RESULT_PATH as JSON: {"status": "succeeded",
-"manifest", "trained_tokens"} or {"status": "failed", "code", "message"}. Exit status 0 or 1
-follows; 3 means the run lost its job (cancelled or taken over) and reports nothing.
+"manifest", "trained_tokens"}, {"status": "failed", "code", "message"} or {"status": "stopped",
+"step"}. Exit status 0, 1 or 4 follows; 3 means the run lost its job (cancelled or taken over)
+and reports nothing.
+
+SIGTERM asks for a stop: training checkpoints after the step in progress and exits with 4, so a
+paused job or a job handed back at a worker shutdown loses nothing. SIGKILL is the hard stop.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import signal
 import sys
 import traceback
 from dataclasses import asdict
@@ -28,10 +33,10 @@ from worker.progress import DatabaseReporter
 from worker.training.checkpoints import is_complete
 from worker.training.config import TrainingConfig
 from worker.training.metrics_log import MetricsLog
-from worker.training.recipe import FineTuningRecipe, describe_run
+from worker.training.recipe import FineTuningRecipe, RunControl, TrainingStopped, describe_run
 from worker.training.reporting import FanOutReporter, TrainingFailure
 
-EXIT_SUCCEEDED, EXIT_FAILED, EXIT_LOST_JOB = 0, 1, 3
+EXIT_SUCCEEDED, EXIT_FAILED, EXIT_LOST_JOB, EXIT_STOPPED = 0, 1, 3, 4
 MAX_MESSAGE_CHARS = 300
 
 
@@ -62,13 +67,28 @@ def resume_from_latest_checkpoint(
             return
 
 
-def train_job(settings: Settings, job_id: str, attempt: int) -> dict[str, Any]:
+class StopSignal:
+    """Set by SIGTERM; the recipe polls it before every step."""
+
+    def __init__(self) -> None:
+        self.received = False
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, _signum: int, _frame: object) -> None:
+        self.received = True
+
+    def __call__(self) -> bool:
+        return self.received
+
+
+def train_job(settings: Settings, job_id: str, attempt: int, stop_signal: StopSignal) -> dict[str, Any]:
     store = ArtifactStore(settings.artifacts)
     config = load_training_config(settings.database_url, job_id, store.root)
-    database = DatabaseReporter(settings.database_url, job_id, attempt)
+    database = DatabaseReporter(settings.database_url, job_id, attempt, store)
     metrics_log = MetricsLog()
     database.message("Training process started", data=describe_run(config))
-    recipe = FineTuningRecipe(config, store, FanOutReporter(database, metrics_log))
+    control = RunControl(checkpoint_interval_seconds=settings.checkpoint_interval_seconds, stop_requested=stop_signal)
+    recipe = FineTuningRecipe(config, store, FanOutReporter(database, metrics_log), control)
     recipe.setup()
     resume_from_latest_checkpoint(recipe, settings.database_url, store, database)
     trained_tokens = recipe.train()
@@ -93,13 +113,17 @@ def train_job(settings: Settings, job_id: str, attempt: int) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [training] %(message)s")
     job_id, attempt, result_path = argv[0], int(argv[1]), Path(argv[2])
+    stop_signal = StopSignal()
     settings = Settings()
     try:
-        result = train_job(settings, job_id, attempt)
+        result = train_job(settings, job_id, attempt, stop_signal)
         exit_code = EXIT_SUCCEEDED
     except LeaseLost:
         logging.info("job %s: run %d no longer owns the job; stopping", job_id, attempt)
         return EXIT_LOST_JOB
+    except TrainingStopped as stopped:
+        result = {"status": "stopped", "step": stopped.step}
+        exit_code = EXIT_STOPPED
     except TrainingFailure as failure:
         result = {"status": "failed", "code": failure.code.value, "message": failure.message}
         exit_code = EXIT_FAILED

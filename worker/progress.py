@@ -1,14 +1,20 @@
-"""Reporting a run to the database: events, progress, metrics and checkpoints, fenced by attempt."""
+"""Reporting a run to the database: events, progress, metrics and checkpoints, fenced by attempt.
+
+Every write is one transaction, rerun after a transient database error (models.db.run_transaction).
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from models import checkpoints, events, jobs
 from models.checkpoints import describe_metrics
-from models.db import session_scope
+from models.db import run_transaction
 from models.events import EventType
+from models.storage import ArtifactStore
 from worker.training.reporting import StepProgress
 
 MIN_SECONDS_BETWEEN_STEP_EVENTS = 1.0
@@ -21,8 +27,9 @@ class DatabaseReporter:
     between), and always for the first and the last step.
     """
 
-    def __init__(self, database_url: str, job_id: str, attempt: int) -> None:
+    def __init__(self, database_url: str, job_id: str, attempt: int, store: ArtifactStore) -> None:
         self._database_url = database_url
+        self._store = store
         self._job_id = job_id
         self._attempt = attempt
         self._created = time.perf_counter()
@@ -32,7 +39,8 @@ class DatabaseReporter:
 
     def run_started(self, *, trainable_parameters: int, total_parameters: int, total_steps: int, examples: int) -> None:
         share = 100.0 * trainable_parameters / max(total_parameters, 1)
-        with session_scope(self._database_url) as session:
+
+        def write(session: Session) -> None:
             jobs.record_progress(
                 session,
                 self._job_id,
@@ -54,6 +62,8 @@ class DatabaseReporter:
                 },
             )
 
+        run_transaction(self._database_url, write)
+
     def step_finished(self, progress: StepProgress) -> None:
         self._loss_sum += progress.train_loss
         self._loss_steps += 1
@@ -67,7 +77,8 @@ class DatabaseReporter:
             data["seconds_to_first_step"] = now - self._created
         self._loss_sum, self._loss_steps, self._last_write = 0.0, 0, now
         percent = round(100.0 * progress.step / max(progress.total_steps, 1), 2)
-        with session_scope(self._database_url) as session:
+
+        def write(session: Session) -> None:
             jobs.record_progress(
                 session,
                 self._job_id,
@@ -88,9 +99,12 @@ class DatabaseReporter:
                 data=data,
             )
 
+        run_transaction(self._database_url, write)
+
     def epoch_finished(self, *, epoch: int, step: int, metrics: dict[str, float]) -> None:
         summary = describe_metrics(metrics) or "no validation file"
-        with session_scope(self._database_url) as session:
+
+        def write(session: Session) -> None:
             jobs.ensure_run_owns_job(session, self._job_id, self._attempt)
             events.append_event(
                 session,
@@ -100,9 +114,11 @@ class DatabaseReporter:
                 data={"epoch": epoch, "step": step, **metrics},
             )
 
-    def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str) -> None:
-        with session_scope(self._database_url) as session:
-            checkpoints.record_checkpoint(
+        run_transaction(self._database_url, write)
+
+    def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str) -> None:
+        def write(session: Session) -> list[str]:
+            return checkpoints.record_checkpoint(
                 session,
                 self._job_id,
                 self._attempt,
@@ -110,9 +126,15 @@ class DatabaseReporter:
                 epoch=epoch,
                 metrics=metrics,
                 blob_key=blob_key,
+                kind=kind,
             )
 
+        for key in run_transaction(self._database_url, write):
+            self._store.delete(key)
+
     def message(self, text: str, data: dict[str, Any] | None = None) -> None:
-        with session_scope(self._database_url) as session:
+        def write(session: Session) -> None:
             jobs.ensure_run_owns_job(session, self._job_id, self._attempt)
             events.append_event(session, self._job_id, text, data=data)
+
+        run_transaction(self._database_url, write)

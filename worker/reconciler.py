@@ -1,13 +1,21 @@
-"""Bringing the queue in line with the database: lost runs, at start and periodically, and unsent jobs."""
+"""Bringing the queue in line with the database, at worker start and every sweep interval.
+
+The database, not the broker, is the record of what must run. Two things can go wrong in the
+broker: a run's worker dies (its message was taken, so nothing is left to redeliver), and queued
+messages vanish (Redis restarted without persistence, or a stopping worker took the message of
+a job it handed back). The sweep repairs both.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 
 from models import jobs, queue
 from models.db import session_scope
 from models.storage import ArtifactStore
+from models.tables import utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +33,38 @@ def reconcile_jobs(database_url: str, broker_url: str, *, max_attempts: int) -> 
         queued = jobs.queued_job_ids(session)
     for job_id in queued:
         queue.enqueue_job_run(broker_url, job_id)
+    with session_scope(database_url) as session:
+        jobs.mark_enqueued(session, queued)
     if queued:
         logger.info("re-sent %d queued job(s) to the broker", len(queued))
+
+
+def resend_lost_queued_jobs(database_url: str, broker_url: str, *, older_than_seconds: float) -> list[str]:
+    """Send again the queued jobs the broker seems to have lost; returns their ids.
+
+    Each queued job should have a message waiting. When fewer messages wait than jobs are queued,
+    some were lost, but a broker queue cannot say which; so every job sent more than
+    `older_than_seconds` ago is sent again (a message is taken and its job claimed within a poll,
+    so an old one still waiting is rare). A duplicate costs one no-op delivery (the claim's
+    compare-and-set drops it), and the duplicates make the counts agree, so re-sends stop: at most
+    one per job per loss, not one per sweep. `claim_resend` lets one worker of many do it.
+    """
+    cutoff = utc_now() - timedelta(seconds=older_than_seconds)
+    with session_scope(database_url) as session:
+        candidates = jobs.queued_job_ids_sent_before(session, cutoff)
+        queued = jobs.queued_job_count(session) if candidates else 0
+    if not candidates or queue.waiting_message_count(broker_url) >= queued:
+        return []
+    resent = []
+    for job_id in candidates:
+        with session_scope(database_url) as session:
+            if not jobs.claim_resend(session, job_id, cutoff):
+                continue
+        queue.enqueue_job_run(broker_url, job_id)
+        resent.append(job_id)
+    if resent:
+        logger.warning("the broker had lost %d queued job(s); sent them again", len(resent))
+    return resent
 
 
 def recover_lost_runs(database_url: str, broker_url: str, *, max_attempts: int) -> list[str]:
@@ -39,14 +77,20 @@ def recover_lost_runs(database_url: str, broker_url: str, *, max_attempts: int) 
     return recovered
 
 
-def start_lost_run_sweeper(
-    database_url: str, broker_url: str, *, max_attempts: int, interval_seconds: float
+def start_sweeper(
+    database_url: str,
+    broker_url: str,
+    *,
+    max_attempts: int,
+    interval_seconds: float,
+    requeue_after_seconds: float,
 ) -> threading.Event:
-    """A daemon thread that recovers lost runs every `interval_seconds`; set the returned event to stop it.
+    """A daemon thread that, every `interval_seconds`, recovers lost runs and re-sends lost queued jobs.
 
-    Every worker runs one: the compare-and-set on the job row lets exactly one of them re-queue a
-    given run, so a job whose worker died is taken over by a live worker within a lease plus an
-    interval, not only when a worker next starts.
+    Every worker runs one: compare-and-sets on the job row let exactly one of them act on a given
+    job, so a job whose worker died is taken over by a live worker within a lease plus an
+    interval, and a job the broker lost is sent again, without waiting for a worker to start.
+    Set the returned event to stop it.
     """
     stop = threading.Event()
 
@@ -54,10 +98,11 @@ def start_lost_run_sweeper(
         while not stop.wait(interval_seconds):
             try:
                 recover_lost_runs(database_url, broker_url, max_attempts=max_attempts)
+                resend_lost_queued_jobs(database_url, broker_url, older_than_seconds=requeue_after_seconds)
             except Exception:  # a database or broker hiccup: log it and try again next interval
-                logger.exception("lost-run sweep failed")
+                logger.exception("sweep failed")
 
-    threading.Thread(target=sweep, name="graft-lost-run-sweeper", daemon=True).start()
+    threading.Thread(target=sweep, name="graft-sweeper", daemon=True).start()
     return stop
 
 

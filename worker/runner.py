@@ -9,23 +9,28 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import math
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
 from models import artifacts, files, jobs
 from models.artifacts import ArtifactKind, checkpoints_prefix, run_outputs_prefix
-from models.db import session_scope
+from models.db import run_transaction, session_scope
 from models.errors import JobErrorCode
-from models.jobs import JobFailure
+from models.jobs import JobFailure, LeaseState
 from models.settings import Settings
 from models.storage import ArtifactStore
 
@@ -42,6 +47,7 @@ class RunnerSettings:
     lease_seconds: int
     heartbeat_seconds: float
     stop_grace_seconds: float
+    checkpoint_interval_seconds: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RunnerSettings:
@@ -52,12 +58,14 @@ class RunnerSettings:
             lease_seconds=settings.lease_seconds,
             heartbeat_seconds=settings.heartbeat_seconds,
             stop_grace_seconds=settings.stop_grace_seconds,
+            checkpoint_interval_seconds=settings.checkpoint_interval_seconds,
         )
 
 
 class Interruption(StrEnum):
-    lost_job = "lost_job"  # cancelled, or taken over by another run
-    shutdown = "shutdown"  # the worker is stopping
+    lost_job = "lost_job"  # cancelled, or taken over by another run: killed at once
+    shutdown = "shutdown"  # the worker is stopping: the run checkpoints and the job goes back to the queue
+    pause = "pause"  # the user paused the job: the run checkpoints and the job becomes `paused`
 
 
 @dataclass(frozen=True)
@@ -75,16 +83,18 @@ def run_job(job_id: str, settings: RunnerSettings, stop_requested: Callable[[], 
     """Claim `job_id` and run it to an end state. A job that is not `queued` is left alone.
 
     `stop_requested` is polled at each heartbeat; once it is true (the worker is shutting down)
-    the training process is stopped and the job handed back to the queue.
+    the training process checkpoints and stops, and the job is handed back to the queue.
     """
     if stop_requested():
-        # A stopping worker takes no new job; the job stays `queued` in the database, and the next
-        # worker to start re-sends it (worker.reconciler).
+        # A stopping worker takes no new job; the job stays `queued` in the database, and a
+        # worker's sweep re-sends it (worker.reconciler).
         logger.info("job %s not started: the worker is shutting down", job_id)
         return
     owner = f"{socket.gethostname()}:{os.getpid()}"
-    with session_scope(settings.database_url) as session:
-        attempt = jobs.claim_job(session, job_id, owner=owner, lease_seconds=settings.lease_seconds)
+    attempt = run_transaction(
+        settings.database_url,
+        lambda session: jobs.claim_job(session, job_id, owner=owner, lease_seconds=settings.lease_seconds),
+    )
     if attempt is None:
         logger.info("job %s is not queued; delivery ignored", job_id)
         return
@@ -106,7 +116,7 @@ def run_job(job_id: str, settings: RunnerSettings, stop_requested: Callable[[], 
 def supervise_training_process(
     job_id: str, attempt: int, settings: RunnerSettings, stop_requested: Callable[[], bool] = never
 ) -> ChildResult:
-    """Start the training process and renew the lease while it runs; stop it if the job is lost or on shutdown."""
+    """Start the training process and renew the lease while it runs; stop it when lost, paused or on shutdown."""
     with tempfile.TemporaryDirectory(prefix="graft-run-") as scratch:
         result_path = Path(scratch) / "result.json"
         command = [sys.executable, "-m", "worker.child", job_id, str(attempt), str(result_path)]
@@ -114,6 +124,7 @@ def supervise_training_process(
             **os.environ,
             "GRAFT_DATABASE_URL": settings.database_url,
             "GRAFT_ARTIFACT_ROOT": str(settings.artifact_root),
+            "GRAFT_CHECKPOINT_INTERVAL_SECONDS": str(settings.checkpoint_interval_seconds),
         }
         # A session of its own: a Ctrl-C meant for the worker's terminal must not kill training
         # behind the runner's back; the runner decides how training stops.
@@ -126,12 +137,10 @@ def supervise_training_process(
         try:
             interruption = _wait_while_owning_job(process, job_id, attempt, settings, stop_requested)
         except BaseException:
-            stop_process(process, settings.stop_grace_seconds)  # never leave training running unsupervised
+            kill_process(process)  # never leave training running unsupervised
             raise
-        if interruption is not None:
-            return ChildResult(exit_code=process.returncode, payload=None, interruption=interruption)
         payload = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None
-        return ChildResult(exit_code=process.returncode, payload=payload, interruption=None)
+        return ChildResult(exit_code=process.returncode, payload=payload, interruption=interruption)
 
 
 def _wait_while_owning_job(
@@ -141,64 +150,98 @@ def _wait_while_owning_job(
     settings: RunnerSettings,
     stop_requested: Callable[[], bool],
 ) -> Interruption | None:
-    """Wait for the process to exit, renewing the lease; None once it has exited on its own."""
+    """Wait for the process to exit, renewing the lease; None once it has exited on its own.
+
+    A lost job is killed at once (its writes are fenced anyway). A pause or a shutdown sends
+    SIGTERM, and the lease is kept alive while the process writes its checkpoint, for up to
+    `stop_grace_seconds`; then SIGKILL.
+    """
+    interruption: Interruption | None = None
+    stop_deadline = math.inf
+    lease_valid_until = time.monotonic() + settings.lease_seconds
     while True:
         try:
-            exit_code = process.wait(timeout=settings.heartbeat_seconds)
-            return Interruption.shutdown if exit_code != 0 and stop_requested() else None
+            process.wait(timeout=settings.heartbeat_seconds)
+            return interruption
         except subprocess.TimeoutExpired:
             pass
-        if stop_requested():
-            stop_process(process, settings.stop_grace_seconds)
-            return Interruption.shutdown
-        with session_scope(settings.database_url) as session:
-            still_owner = jobs.renew_lease(session, job_id, attempt, lease_seconds=settings.lease_seconds)
-        if not still_owner:
-            stop_process(process, settings.stop_grace_seconds)
+        if interruption is None and stop_requested():
+            interruption, stop_deadline = Interruption.shutdown, time.monotonic() + settings.stop_grace_seconds
+            process.terminate()
+        if time.monotonic() > stop_deadline:
+            logger.warning("job %s attempt %d: no checkpoint within the stop grace period; killing", job_id, attempt)
+            kill_process(process)
+            return interruption
+        try:
+            lease = run_transaction(
+                settings.database_url,
+                lambda session: jobs.renew_lease(session, job_id, attempt, lease_seconds=settings.lease_seconds),
+            )
+            lease_valid_until = time.monotonic() + settings.lease_seconds
+        except DBAPIError:
+            # The database is unreachable: keep training while the lease we hold is still ours.
+            # Once it may have expired, another worker may take the job over, so stop this run.
+            if time.monotonic() < lease_valid_until - settings.heartbeat_seconds:
+                logger.warning("job %s attempt %d: could not renew the lease; retrying", job_id, attempt)
+                continue
+            logger.error("job %s attempt %d: lease could not be renewed before it expired; stopping", job_id, attempt)
+            lease = LeaseState.lost
+        if lease is LeaseState.lost:
+            kill_process(process)
             return Interruption.lost_job
+        if lease is LeaseState.pause_requested and interruption is None:
+            interruption, stop_deadline = Interruption.pause, time.monotonic() + settings.stop_grace_seconds
+            process.terminate()
 
 
-def stop_process(process: subprocess.Popen[bytes], grace_seconds: float) -> None:
-    """SIGTERM, then SIGKILL once the grace period is over."""
-    process.terminate()
-    try:
-        process.wait(timeout=grace_seconds)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def kill_process(process: subprocess.Popen[bytes]) -> None:
+    process.kill()
+    process.wait()
 
 
 def record_run_end(job_id: str, attempt: int, result: ChildResult, settings: RunnerSettings) -> None:
     """Move the job to its end state from what the training process reported."""
     store = ArtifactStore(settings.artifact_root)
-    if result.interruption is Interruption.shutdown:
-        hand_back_job(job_id, attempt, settings)
-        store.delete(run_outputs_prefix(job_id, attempt))
-        return
+    payload = result.payload or {}
     if result.interruption is Interruption.lost_job:
         logger.info("job %s attempt %d stopped: cancelled or taken over", job_id, attempt)
         store.delete(run_outputs_prefix(job_id, attempt))
         return
-    payload = result.payload or {}
     if payload.get("status") == "succeeded":
+        # Finished before a pause or shutdown took effect: the result stands.
         if publish_run(job_id, attempt, payload, settings):
             store.delete(checkpoints_prefix(job_id))  # resume state; the published model replaces it
         else:
             store.delete(run_outputs_prefix(job_id, attempt))  # cancelled at the last moment
+        return
+    if result.interruption is not None or payload.get("status") == "stopped":
+        # Stopped on request (or killed after the grace period): pause it, or hand it back.
+        store.delete(run_outputs_prefix(job_id, attempt))
+        step = int(payload.get("step", -1))
+
+        def stop_run(session: Session) -> None:
+            if result.interruption is Interruption.pause or jobs.pause_is_requested(session, job_id):
+                jobs.pause_run(session, job_id, attempt, step=step)
+            else:
+                jobs.hand_back_job(session, job_id, attempt, step=step)
+
+        run_transaction(settings.database_url, stop_run)
         return
     failure = (
         JobFailure(payload["code"], payload["message"])
         if payload.get("status") == "failed"
         else JobFailure(JobErrorCode.worker_crashed, describe_exit(result.exit_code))
     )
-    with session_scope(settings.database_url) as session:
-        jobs.fail_job(session, job_id, attempt, failure)
+    run_transaction(settings.database_url, lambda session: jobs.fail_job(session, job_id, attempt, failure))
 
 
 def publish_run(job_id: str, attempt: int, payload: dict[str, Any], settings: RunnerSettings) -> bool:
     """In one transaction: the result file, `running → succeeded` and the weights. False if the run lost."""
     manifest, results = payload["manifest"], payload["results"]
-    with session_scope(settings.database_url) as session:
+
+    def publish(session: Session) -> bool:
+        if jobs.succeeded_with_attempt(session, job_id, attempt):
+            return True  # a rerun after a commit whose answer was lost with the connection
         result_file = files.create_result_file(
             session,
             tenant_id=jobs.tenant_of(session, job_id),
@@ -222,17 +265,9 @@ def publish_run(job_id: str, attempt: int, payload: dict[str, Any], settings: Ru
             size_bytes=int(manifest["size_bytes"]),
             sha256=manifest["sha256"],
         )
-    return True
+        return True
 
-
-def hand_back_job(job_id: str, attempt: int, settings: RunnerSettings) -> None:
-    """`running → queued` for a run stopped by a worker shutdown.
-
-    No message is sent: this worker would take it back while stopping. The next worker to start
-    re-sends every queued job (worker.reconciler).
-    """
-    with session_scope(settings.database_url) as session:
-        jobs.hand_back_job(session, job_id, attempt)
+    return run_transaction(settings.database_url, publish)
 
 
 def describe_exit(exit_code: int | None) -> str:

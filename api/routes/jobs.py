@@ -67,6 +67,36 @@ def cancel_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDe
     return JobRead.from_row(job)
 
 
+@router.post("/{job_id}/pause", responses={409: {"model": ErrorResponse, "description": "The job already ended"}})
+def pause_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDep) -> JobRead:
+    """A queued job pauses at once; a running one checkpoints, frees its worker, then shows `paused`."""
+    job = jobs.pause_job(session, tenant_id, job_id)
+    session.commit()
+    return JobRead.from_row(job)
+
+
+@router.post(
+    "/{job_id}/resume",
+    responses={
+        409: {"model": ErrorResponse, "description": "The job is not paused"},
+        429: {"model": ErrorResponse, "description": "The tenant's active-job quota is full"},
+    },
+)
+def resume_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDep, settings: SettingsDep) -> JobRead:
+    """A paused job is queued again and continues from the checkpoint it paused at."""
+    job, must_send = jobs.resume_job(session, tenant_id, job_id, quotas=quotas.quotas_of(session, tenant_id, settings))
+    session.commit()
+    if must_send:
+        try:
+            queue.enqueue_job_run(settings.broker_url, job.id)
+        except queue.QueueUnavailable:
+            # The job stays queued and keeps its checkpoint; the workers' sweep sends it once the
+            # broker is back (worker.reconciler), so the user's progress is never thrown away.
+            jobs.mark_unsent(session, job.id)
+            session.commit()
+    return JobRead.from_row(job)
+
+
 @router.get("/{job_id}/events")
 def list_fine_tuning_events(
     job_id: str, tenant_id: TenantDep, session: SessionDep, after: str | None = None, limit: LimitQuery = 20

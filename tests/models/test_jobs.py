@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from models import checkpoints, jobs
 from models.db import session_scope
 from models.errors import InvalidTransition
-from models.jobs import JobFailure, LeaseLost
+from models.jobs import JobFailure, LeaseLost, LeaseState
 from models.settings import Settings
 from models.states import JobStatus
 from models.tables import Job
@@ -120,7 +120,7 @@ def test_a_run_that_lost_its_job_can_no_longer_write(settings: Settings, new_job
         assert job is not None
         jobs.cancel_job(session, job.tenant_id, job_id)
     with session_scope(settings.database_url) as session:
-        assert not jobs.renew_lease(session, job_id, attempt, lease_seconds=30)
+        assert jobs.renew_lease(session, job_id, attempt, lease_seconds=30) is LeaseState.lost
         with pytest.raises(LeaseLost):
             jobs.record_progress(session, job_id, attempt, trained_tokens=5)
         with pytest.raises(LeaseLost):

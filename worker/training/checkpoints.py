@@ -24,8 +24,11 @@ COMPLETE_MARKER = "COMPLETE"
 
 @dataclass(frozen=True)
 class TrainerState:
+    """Where the run stood: `epoch` epochs finished and `batches_into_epoch` batches of the next one done."""
+
     step: int
     epoch: int
+    batches_into_epoch: int
     metrics: dict[str, float]
     python_random_state: list[Any]
     scheduler: dict[str, Any]
@@ -51,9 +54,9 @@ def save_checkpoint(
     network: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    shuffle_generator: torch.Generator,
     step: int,
     epoch: int,
+    batches_into_epoch: int,
     metrics: dict[str, float],
     trained_tokens: int,
 ) -> None:
@@ -67,13 +70,11 @@ def save_checkpoint(
     trainable = {name: p.detach().contiguous().cpu() for name, p in network.named_parameters() if p.requires_grad}
     save_file(trainable, str(folder / TRAINABLE_WEIGHTS))
     torch.save(optimizer.state_dict(), folder / OPTIMIZER_STATE)
-    save_file(
-        {"torch_cpu": torch.get_rng_state(), "shuffle": shuffle_generator.get_state()},
-        str(folder / RNG_STATE),
-    )
+    save_file({"torch_cpu": torch.get_rng_state()}, str(folder / RNG_STATE))
     state = TrainerState(
         step=step,
         epoch=epoch,
+        batches_into_epoch=batches_into_epoch,
         metrics=metrics,
         python_random_state=_jsonable_random_state(),
         scheduler=scheduler.state_dict(),

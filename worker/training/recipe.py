@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +39,38 @@ MAX_GRADIENT_NORM = 1.0
 
 @dataclass(frozen=True)
 class TrainingPosition:
-    """Where training stands: the last finished epoch, its last step, and the tokens trained so far."""
+    """Where training stands: epochs finished, batches done of the next one, optimiser steps, tokens."""
 
-    epoch: int
+    epochs_done: int
+    batches_into_epoch: int
     step: int
     trained_tokens: int
+
+
+class CheckpointKind(StrEnum):
+    epoch = "epoch"  # an epoch end, with validation metrics
+    interval = "interval"  # mid-epoch, because checkpoint_interval_seconds passed
+    stop = "stop"  # mid-epoch, because the run was asked to stop (pause, worker shutdown)
+
+
+class TrainingStopped(Exception):
+    """The run stopped on request after checkpointing; `step` is where a resumed run continues."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"stopped at step {step}")
+        self.step = step
+
+
+def never_stop() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class RunControl:
+    """How the outside steers a run: the longest stretch between checkpoints, and a stop request."""
+
+    checkpoint_interval_seconds: float = math.inf
+    stop_requested: Callable[[], bool] = never_stop
 
 
 EVAL_BATCH_SIZE = 128
@@ -54,10 +83,17 @@ class FineTuningRecipe:
     the artifact store and tells a TrainingReporter what happened.
     """
 
-    def __init__(self, config: TrainingConfig, store: ArtifactStore, reporter: TrainingReporter) -> None:
+    def __init__(
+        self,
+        config: TrainingConfig,
+        store: ArtifactStore,
+        reporter: TrainingReporter,
+        control: RunControl | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.reporter = reporter
+        self.control = control or RunControl()
         self.task: TaskAdapter = TASKS[config.task]
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -81,15 +117,7 @@ class FineTuningRecipe:
             else None
         )
         hyper = self.config.hyperparameters
-        self.shuffle_generator = torch.Generator().manual_seed(self.config.seed)
-        self.train_loader = DataLoader(
-            self.training_examples,
-            batch_size=hyper.batch_size,
-            shuffle=True,
-            generator=self.shuffle_generator,
-            collate_fn=self.task.collator(self.tokenizer),
-        )
-        self.steps_per_epoch = len(self.train_loader)
+        self.steps_per_epoch = math.ceil(len(self.training_examples) / hyper.batch_size)
         self.total_steps = self.steps_per_epoch * hyper.n_epochs
         self.optimizer = torch.optim.AdamW(
             optimizer_parameter_groups(self.plan, hyper.learning_rate, hyper.weight_decay),
@@ -102,7 +130,8 @@ class FineTuningRecipe:
         )
         self.trainable_parameters = sum(p.numel() for p in self.network.parameters() if p.requires_grad)
         self.total_parameters = sum(p.numel() for p in self.network.parameters())
-        self.position = TrainingPosition(epoch=0, step=0, trained_tokens=0)
+        self.position = TrainingPosition(epochs_done=0, batches_into_epoch=0, step=0, trained_tokens=0)
+        self.last_checkpoint_step = 0
         self.reporter.run_started(
             trainable_parameters=self.trainable_parameters,
             total_parameters=self.total_parameters,
@@ -113,8 +142,8 @@ class FineTuningRecipe:
     def resume(self, folder: Path) -> int:
         """Continue from a complete checkpoint (call after `setup`): weights, optimiser, schedule, RNG, position.
 
-        Checkpoints are taken at epoch ends, so training continues with the next epoch's batches in
-        the order an uninterrupted run would have drawn them. Returns the checkpoint's step.
+        Each epoch's batch order is a function of (seed, epoch), so a checkpoint taken mid-epoch
+        continues with the very batches an uninterrupted run would have drawn next. Returns its step.
         """
         checkpoint = load_checkpoint(folder)
         trainable = {name for name, p in self.network.named_parameters() if p.requires_grad}
@@ -124,20 +153,50 @@ class FineTuningRecipe:
         self.optimizer.load_state_dict(checkpoint.optimizer)
         self.scheduler.load_state_dict(checkpoint.state.scheduler)
         torch.set_rng_state(checkpoint.rng["torch_cpu"])
-        self.shuffle_generator.set_state(checkpoint.rng["shuffle"])
         restore_python_random_state(checkpoint.state.python_random_state)
         self.position = TrainingPosition(
-            epoch=checkpoint.state.epoch, step=checkpoint.state.step, trained_tokens=checkpoint.state.trained_tokens
+            epochs_done=checkpoint.state.epoch,
+            batches_into_epoch=checkpoint.state.batches_into_epoch,
+            step=checkpoint.state.step,
+            trained_tokens=checkpoint.state.trained_tokens,
         )
+        self.last_checkpoint_step = checkpoint.state.step
         return checkpoint.state.step
 
+    def epoch_batches(self, epoch: int, skip_batches: int = 0) -> DataLoader[Any]:
+        """Epoch `epoch`'s batches in its own shuffled order, from batch `skip_batches` on.
+
+        The order comes from a generator seeded with (seed, epoch), and the loader gets a generator
+        of its own too: left without one it draws from torch's global RNG, which would shift the
+        dropout masks of a run resumed mid-epoch.
+        """
+        order = torch.randperm(
+            len(self.training_examples), generator=torch.Generator().manual_seed(self.config.seed + epoch)
+        )
+        batch_size = self.config.hyperparameters.batch_size
+        return DataLoader(
+            self.training_examples,
+            batch_size=batch_size,
+            sampler=order[skip_batches * batch_size :].tolist(),
+            generator=torch.Generator().manual_seed(self.config.seed),
+            collate_fn=self.task.collator(self.tokenizer),
+        )
+
     def train(self) -> int:
-        """Run every remaining epoch; evaluate and checkpoint at each epoch end. Returns the tokens trained on."""
+        """Run every remaining epoch; returns the tokens trained on.
+
+        Checkpoints at each epoch end (after validation), whenever `checkpoint_interval_seconds`
+        of training passed since the last one, and when a stop is requested; the latter then
+        raises TrainingStopped.
+        """
         step, trained_tokens, samples_seen = self.position.step, self.position.trained_tokens, 0
-        started = time.perf_counter()
-        for epoch in range(self.position.epoch + 1, self.config.hyperparameters.n_epochs + 1):
+        started = last_checkpoint = time.monotonic()
+        skip_batches = self.position.batches_into_epoch
+        for epoch in range(self.position.epochs_done + 1, self.config.hyperparameters.n_epochs + 1):
             set_training_mode(self.network, self.plan)
-            for batch in self.train_loader:
+            for batch_index, batch in enumerate(self.epoch_batches(epoch, skip_batches), start=skip_batches):
+                if self.control.stop_requested():
+                    self._stop(step=step, epoch=epoch, batches_into_epoch=batch_index, trained_tokens=trained_tokens)
                 batch = {name: tensor.to(self.device) for name, tensor in batch.items()}
                 loss = self.network(**batch).loss
                 if not torch.isfinite(loss):
@@ -156,7 +215,7 @@ class FineTuningRecipe:
                 step += 1
                 trained_tokens += int(batch["attention_mask"].sum().item())
                 samples_seen += int(batch["labels"].shape[0])
-                elapsed = max(time.perf_counter() - started, 1e-9)
+                elapsed = max(time.monotonic() - started, 1e-9)
                 self.reporter.step_finished(
                     StepProgress(
                         step=step,
@@ -169,10 +228,46 @@ class FineTuningRecipe:
                         trained_tokens=trained_tokens,
                     )
                 )
+                batches_done = batch_index + 1
+                if (
+                    batches_done < self.steps_per_epoch
+                    and time.monotonic() - last_checkpoint >= self.control.checkpoint_interval_seconds
+                ):
+                    self.save_checkpoint(
+                        CheckpointKind.interval,
+                        step=step,
+                        epoch=epoch - 1,
+                        batches_into_epoch=batches_done,
+                        metrics={},
+                        trained_tokens=trained_tokens,
+                    )
+                    last_checkpoint = time.monotonic()
+            skip_batches = 0
             metrics = self.evaluate() if self.validation_examples is not None else {}
             self.reporter.epoch_finished(epoch=epoch, step=step, metrics=metrics)
-            self.save_checkpoint(step=step, epoch=epoch, metrics=metrics, trained_tokens=trained_tokens)
+            self.save_checkpoint(
+                CheckpointKind.epoch,
+                step=step,
+                epoch=epoch,
+                batches_into_epoch=0,
+                metrics=metrics,
+                trained_tokens=trained_tokens,
+            )
+            last_checkpoint = time.monotonic()
         return trained_tokens
+
+    def _stop(self, *, step: int, epoch: int, batches_into_epoch: int, trained_tokens: int) -> None:
+        """Checkpoint where training stands (unless nothing was trained since the last one) and stop."""
+        if step > self.last_checkpoint_step:
+            self.save_checkpoint(
+                CheckpointKind.stop,
+                step=step,
+                epoch=epoch - 1,
+                batches_into_epoch=batches_into_epoch,
+                metrics={},
+                trained_tokens=trained_tokens,
+            )
+        raise TrainingStopped(step)
 
     @torch.inference_mode()
     def evaluate(self) -> dict[str, float]:
@@ -196,21 +291,37 @@ class FineTuningRecipe:
         metrics["valid_loss"] = loss_sum / len(labels)
         return metrics
 
-    def save_checkpoint(self, *, step: int, epoch: int, metrics: dict[str, float], trained_tokens: int) -> None:
+    def save_checkpoint(
+        self,
+        kind: CheckpointKind,
+        *,
+        step: int,
+        epoch: int,
+        batches_into_epoch: int,
+        metrics: dict[str, float],
+        trained_tokens: int,
+    ) -> None:
+        """Publish a checkpoint; `epoch` counts finished epochs, `batches_into_epoch` the next one's done batches."""
         key = checkpoint_key(self.config.job_id, step)
-        save_checkpoint(
-            self.store,
-            key,
-            network=self.network,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            shuffle_generator=self.shuffle_generator,
-            step=step,
-            epoch=epoch,
-            metrics=metrics,
-            trained_tokens=trained_tokens,
-        )
-        self.reporter.checkpoint_saved(step=step, epoch=epoch, metrics=metrics, blob_key=key)
+        try:
+            save_checkpoint(
+                self.store,
+                key,
+                network=self.network,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                step=step,
+                epoch=epoch,
+                batches_into_epoch=batches_into_epoch,
+                metrics=metrics,
+                trained_tokens=trained_tokens,
+            )
+        except OSError as error:
+            raise TrainingFailure(
+                JobErrorCode.artifact_write_failed, f"could not write the checkpoint at step {step}: {error}"
+            ) from error
+        self.last_checkpoint_step = step
+        self.reporter.checkpoint_saved(step=step, epoch=epoch, metrics=metrics, blob_key=key, kind=kind.value)
 
     def export(self, key: str) -> ExportManifest:
         """Publish the fine-tuned model; frozen parameters are exported too, so the folder is complete."""

@@ -42,7 +42,9 @@ class TrainingReporter(Protocol):
 
     def epoch_finished(self, *, epoch: int, step: int, metrics: dict[str, float]) -> None: ...
 
-    def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str) -> None: ...
+    def checkpoint_saved(
+        self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str
+    ) -> None: ...
 
     def message(self, text: str, data: dict[str, Any] | None = None) -> None: ...
 
@@ -70,9 +72,9 @@ class FanOutReporter:
         for reporter in self._reporters:
             reporter.epoch_finished(epoch=epoch, step=step, metrics=metrics)
 
-    def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str) -> None:
+    def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str) -> None:
         for reporter in self._reporters:
-            reporter.checkpoint_saved(step=step, epoch=epoch, metrics=metrics, blob_key=blob_key)
+            reporter.checkpoint_saved(step=step, epoch=epoch, metrics=metrics, blob_key=blob_key, kind=kind)
 
     def message(self, text: str, data: dict[str, Any] | None = None) -> None:
         for reporter in self._reporters:

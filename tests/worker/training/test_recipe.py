@@ -17,7 +17,7 @@ from worker.training.checkpoints import (
     load_trainable_weights,
 )
 from worker.training.export import extract_model_archive
-from worker.training.recipe import FineTuningRecipe
+from worker.training.recipe import FineTuningRecipe, RunControl, TrainingStopped
 from worker.training.reporting import TrainingFailure
 
 
@@ -103,8 +103,8 @@ class _Killed(Exception):
 
 
 class _DiesAfterFirstCheckpoint(RecordingReporter):
-    def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str) -> None:
-        super().checkpoint_saved(step=step, epoch=epoch, metrics=metrics, blob_key=blob_key)
+    def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str) -> None:
+        super().checkpoint_saved(step=step, epoch=epoch, metrics=metrics, blob_key=blob_key, kind=kind)
         raise _Killed
 
 
@@ -149,3 +149,93 @@ def test_resume_refuses_a_half_written_checkpoint(make_config: Any, tmp_path: Pa
     (folder / COMPLETE_MARKER).unlink()
     with pytest.raises(ValueError, match="not a complete checkpoint"):
         recipe.resume(folder)
+
+
+class _DiesAfterCheckpointAtStep(RecordingReporter):
+    def __init__(self, step: int) -> None:
+        super().__init__()
+        self.dies_at = step
+
+    def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str) -> None:
+        super().checkpoint_saved(step=step, epoch=epoch, metrics=metrics, blob_key=blob_key, kind=kind)
+        if step == self.dies_at:
+            raise _Killed
+
+
+def assert_resumed_run_matches(
+    reference: RecordingReporter, uninterrupted: FineTuningRecipe, resumed: RecordingReporter, recipe: FineTuningRecipe
+) -> None:
+    first_step = resumed.steps[0].step
+    steps_after = [s for s in reference.steps if s.step >= first_step]
+    assert [s.step for s in resumed.steps] == [s.step for s in steps_after]
+    assert [s.train_loss for s in resumed.steps] == pytest.approx([s.train_loss for s in steps_after])
+    assert [e["valid_loss"] for e in resumed.epochs] == pytest.approx(
+        [e["valid_loss"] for e in reference.epochs[-len(resumed.epochs) :]]
+    )
+    for (name, expected), actual in zip(
+        uninterrupted.network.state_dict().items(), recipe.network.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(expected, actual, atol=1e-6), name
+
+
+def test_interval_checkpoints_are_taken_mid_epoch_and_resume_at_the_exact_batch(
+    make_config: Any, tmp_path: Path
+) -> None:
+    config = make_config(StrategyType.full, epochs=2, learning_rate=3e-3)
+    uninterrupted, reference = run_recipe(config, tmp_path / "reference")
+
+    store = ArtifactStore(tmp_path / "interrupted")
+    dying = _DiesAfterCheckpointAtStep(5)
+    every_step = RunControl(checkpoint_interval_seconds=1e-9)
+    first = FineTuningRecipe(config, store, dying, every_step)
+    first.setup()
+    with pytest.raises(_Killed):
+        first.train()
+    assert [(c["step"], c["kind"]) for c in dying.checkpoints] == [(step, "interval") for step in range(1, 6)]
+
+    resumed_reporter = RecordingReporter()
+    resumed = FineTuningRecipe(config, store, resumed_reporter)
+    resumed.setup()
+    assert resumed.resume(store.path(dying.checkpoints[-1]["blob_key"])) == 5
+    resumed.train()
+    assert resumed_reporter.steps[0].step == 6
+    assert [e["epoch"] for e in resumed_reporter.epochs] == [1, 2]
+    assert_resumed_run_matches(reference, uninterrupted, resumed_reporter, resumed)
+
+
+def test_a_stop_request_checkpoints_the_step_in_hand_and_a_resumed_run_loses_nothing(
+    make_config: Any, tmp_path: Path
+) -> None:
+    config = make_config(StrategyType.partial, epochs=2, learning_rate=3e-3)
+    uninterrupted, reference = run_recipe(config, tmp_path / "reference")
+
+    store = ArtifactStore(tmp_path / "stopped")
+    reporter = RecordingReporter()
+    stopping = FineTuningRecipe(config, store, reporter, RunControl(stop_requested=lambda: len(reporter.steps) >= 11))
+    stopping.setup()
+    with pytest.raises(TrainingStopped) as stopped:
+        stopping.train()
+    assert stopped.value.step == 11
+    assert [(c["step"], c["kind"]) for c in reporter.checkpoints] == [(8, "epoch"), (11, "stop")]
+
+    resumed_reporter = RecordingReporter()
+    resumed = FineTuningRecipe(config, store, resumed_reporter)
+    resumed.setup()
+    assert resumed.resume(store.path(reporter.checkpoints[-1]["blob_key"])) == 11
+    resumed.train()
+    assert_resumed_run_matches(reference, uninterrupted, resumed_reporter, resumed)
+
+
+def test_a_stop_request_right_after_a_checkpoint_writes_no_second_one(make_config: Any, tmp_path: Path) -> None:
+    reporter = RecordingReporter()
+    recipe = FineTuningRecipe(
+        make_config(StrategyType.feature_extraction, epochs=2),
+        ArtifactStore(tmp_path),
+        reporter,
+        RunControl(stop_requested=lambda: len(reporter.checkpoints) == 1),
+    )
+    recipe.setup()
+    with pytest.raises(TrainingStopped) as stopped:
+        recipe.train()
+    assert stopped.value.step == 8
+    assert [c["kind"] for c in reporter.checkpoints] == ["epoch"]
