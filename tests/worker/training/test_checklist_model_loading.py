@@ -108,8 +108,9 @@ def test_a_model_needing_remote_code_fails_to_load_and_its_code_never_runs(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="catalog.register_base_model (and `graft models add`) accepts a folder whose config.json needs "
-    "trust_remote_code (auto_map, unknown model_type); jobs on it are accepted and fail only in the worker",
+    reason="catalog.register_base_model (so `graft models add`) registers a folder whose config.json needs "
+    "trust_remote_code (auto_map, unknown model_type); jobs on it are created, then fail in the worker with "
+    "base_model_unavailable (the code itself never runs)",
 )
 def test_registering_a_model_that_needs_remote_code_is_refused(
     settings: Settings, tiny_bert_folder: Path, tmp_path: Path
