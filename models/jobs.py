@@ -335,6 +335,7 @@ def complete_job(
             "result_files": result_files or [],
             "lease_owner": None,
             "lease_expires_at": None,
+            "pause_requested_at": None,
         },
     )
     if not succeeded:

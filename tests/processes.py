@@ -45,6 +45,9 @@ def service_environment(settings: Settings) -> dict[str, str]:
             "GRAFT_REQUEUE_AFTER_SECONDS": str(settings.requeue_after_seconds),
             "GRAFT_SWEEP_INTERVAL_SECONDS": str(settings.sweep_interval_seconds),
             "GRAFT_TENANT_MAX_ACTIVE_JOBS": str(settings.tenant_max_active_jobs),
+            "GRAFT_TENANT_MAX_STORED_BYTES": str(settings.tenant_max_stored_bytes),
+            "GRAFT_MAX_UPLOAD_BYTES": str(settings.max_upload_bytes),
+            "GRAFT_MAX_ATTEMPTS": str(settings.max_attempts),
             "GRAFT_REGISTER_DEFAULT_MODEL": "false",
             "HF_HUB_OFFLINE": "1",
             "PYTHONPATH": str(REPO_ROOT),
@@ -54,12 +57,14 @@ def service_environment(settings: Settings) -> dict[str, str]:
 
 
 @contextmanager
-def running_worker(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def running_worker(
+    settings: Settings, log_path: Path, extra_environment: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """`graft worker` as a subprocess; yields once Celery says it is ready, stops it on exit."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "worker"],
-            env=service_environment(settings),
+            env={**service_environment(settings), **(extra_environment or {})},
             cwd=REPO_ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -28,9 +28,9 @@ def reconcile_jobs(database_url: str, broker_url: str, *, max_attempts: int) -> 
     A job already waiting in the broker gets a second message; the claim's compare-and-set makes
     the duplicate a no-op. The database, not the broker, is the record of what must run.
     """
-    recover_lost_runs(database_url, broker_url, max_attempts=max_attempts)
+    recovered = set(recover_lost_runs(database_url, broker_url, max_attempts=max_attempts))
     with session_scope(database_url) as session:
-        queued = jobs.queued_job_ids(session)
+        queued = [job_id for job_id in jobs.queued_job_ids(session) if job_id not in recovered]
     for job_id in queued:
         queue.enqueue_job_run(broker_url, job_id)
     with session_scope(database_url) as session:
