@@ -66,3 +66,20 @@ def test_sdk_raises_typed_errors_with_the_servers_message(sdk: openai.OpenAI, mi
         sdk.fine_tuning.jobs.retrieve("ftjob-" + "n" * 24)
     with pytest.raises(openai.AuthenticationError):
         sdk.with_options(api_key="sk-graft-wrong").files.list()
+
+
+def test_sdk_pauses_and_resumes_a_job(client: TestClient, auth: dict[str, str], minilm: str) -> None:
+    """`paused` is a status OpenAI's API returns but the SDK's `status` Literal omits, so strict
+    validation would refuse it; the SDK's default (lenient) parsing reads it as sent."""
+    key = auth["Authorization"].removeprefix("Bearer ")
+    with openai.OpenAI(api_key=key, base_url="http://testserver/v1", http_client=client) as sdk:
+        uploaded = sdk.files.create(file=("train.jsonl", jsonl_bytes(ROWS)), purpose="fine-tune")
+        job = sdk.fine_tuning.jobs.create(model=minilm, training_file=uploaded.id)
+        assert sdk.fine_tuning.jobs.pause(job.id).status == "paused"
+        assert sdk.fine_tuning.jobs.retrieve(job.id).status == "paused"
+        assert sdk.fine_tuning.jobs.resume(job.id).status == "queued"
+        with pytest.raises(openai.ConflictError, match="not paused"):
+            sdk.fine_tuning.jobs.resume(job.id)
+        assert sdk.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+        with pytest.raises(openai.ConflictError, match="cannot be paused"):
+            sdk.fine_tuning.jobs.pause(job.id)

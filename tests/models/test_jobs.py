@@ -168,6 +168,31 @@ def test_lost_runs_are_requeued_until_they_run_out_of_attempts(settings: Setting
         assert (job.status, job.error_code, job.attempt) == ("failed", "worker_crashed", 2)
 
 
+def test_runs_that_were_paused_or_handed_back_do_not_count_as_lost(
+    settings: Settings, new_job: Callable[[], str]
+) -> None:
+    job_id = new_job()
+    with session_scope(settings.database_url) as session:
+        assert jobs.claim_job(session, job_id, owner="w:1", lease_seconds=30) == 1
+        assert jobs.hand_back_job(session, job_id, 1, step=5)
+    with session_scope(settings.database_url) as session:
+        assert jobs.claim_job(session, job_id, owner="w:2", lease_seconds=30) == 2
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert jobs.pause_job(session, job.tenant_id, job_id).status == "running"
+        assert jobs.pause_run(session, job_id, 2, step=9)
+    with session_scope(settings.database_url) as session:
+        assert jobs.transition_job(session, job_id, JobStatus.queued, only_from=JobStatus.paused)
+    with session_scope(settings.database_url) as session:
+        assert jobs.claim_job(session, job_id, owner="gone:3", lease_seconds=0) == 3
+    with session_scope(settings.database_url) as session:
+        assert jobs.recover_lost_runs(session, max_attempts=2) == [job_id]  # the first loss of three runs
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert (job.status, job.attempt, job.lost_runs) == ("queued", 3, 1)
+
+
 def test_a_live_lease_is_not_recovered(settings: Settings, new_job: Callable[[], str]) -> None:
     job_id = new_job()
     claim(settings, job_id)

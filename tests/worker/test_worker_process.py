@@ -94,6 +94,7 @@ def test_worker_trains_a_queued_job_to_succeeded_with_events_checkpoints_and_wei
     assert job["fine_tuned_model"] in models
 
 
+@pytest.mark.fault
 def test_cancel_stops_a_running_job_within_seconds_and_publishes_no_weights(
     client: TestClient, auth: dict[str, str], tiny_bert: str, worker: subprocess.Popen[bytes]
 ) -> None:
@@ -131,6 +132,7 @@ def test_a_job_whose_base_model_vanished_fails_with_an_actionable_error(
     assert str(doomed) in job["error"]["message"]
 
 
+@pytest.mark.fault
 def test_a_second_delivery_of_the_same_job_does_not_run_it_again(
     client: TestClient,
     auth: dict[str, str],
@@ -147,6 +149,7 @@ def test_a_second_delivery_of_the_same_job_does_not_run_it_again(
     assert job_of(client, auth, job_id)["attempt"] == 1
 
 
+@pytest.mark.fault
 def test_worker_shutdown_hands_the_running_job_back_and_the_next_worker_runs_it(
     client: TestClient, auth: dict[str, str], tiny_bert: str, settings: Settings, tmp_path: Path
 ) -> None:
@@ -180,6 +183,7 @@ def test_worker_shutdown_hands_the_running_job_back_and_the_next_worker_runs_it(
     assert steps_after_resume[-1] == resumed_step + 1  # events are newest first
 
 
+@pytest.mark.fault
 def test_a_starting_worker_requeues_a_run_whose_worker_died(
     client: TestClient, auth: dict[str, str], tiny_bert: str, settings: Settings, tmp_path: Path
 ) -> None:
@@ -195,6 +199,7 @@ def test_a_starting_worker_requeues_a_run_whose_worker_died(
     assert "Worker of attempt 1 lost (lease expired, 1 of 3 allowed losses); job returned to the queue" in messages
 
 
+@pytest.mark.fault
 def test_a_live_worker_takes_over_the_run_of_a_worker_killed_with_sigkill(
     client: TestClient, auth: dict[str, str], tiny_bert: str, settings: Settings, tmp_path: Path
 ) -> None:
