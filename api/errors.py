@@ -79,7 +79,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = ErrorCode.not_found if error.status_code == 404 else ErrorCode.invalid_request
-        return error_response(error.status_code, str(error.detail), code=code.value, error_type="invalid_request_error")
+        response = error_response(
+            error.status_code, str(error.detail), code=code.value, error_type="invalid_request_error"
+        )
+        # Headers the status needs, such as a 416's Content-Range or a 405's Allow.
+        response.headers.update(error.headers or {})
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:

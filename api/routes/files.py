@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
+from api.ranges import DOWNLOAD_RESPONSES, file_download
 from api.uploads import check_declared_size, receive_upload
 from models import files, quotas
 from models.quotas import UploadCap
@@ -112,11 +113,14 @@ def retrieve_file(file_id: str, tenant_id: TenantDep, session: SessionDep) -> Fi
     return FileRead.from_row(files.get_file(session, tenant_id, file_id))
 
 
-@router.get("/{file_id}/content", response_class=FileResponse)
-def download_file_content(file_id: str, tenant_id: TenantDep, session: SessionDep, store: StoreDep) -> FileResponse:
+@router.get("/{file_id}/content", response_class=FileResponse, responses=DOWNLOAD_RESPONSES)
+def download_file_content(
+    request: Request, file_id: str, tenant_id: TenantDep, session: SessionDep, store: StoreDep
+) -> FileResponse:
     row = files.get_file(session, tenant_id, file_id)
     session.close()
-    return FileResponse(
+    return file_download(
+        request,
         store.path(row.blob_key),
         media_type="application/octet-stream",
         filename=row.filename,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
+from api.ranges import DOWNLOAD_RESPONSES, file_download
 from models import artifacts, checkpoints, events, jobs, queue, quotas
 from models.errors import ServiceUnavailable
 from models.schemas import MAX_LIST_LIMIT, CheckpointRead, ErrorResponse, EventRead, JobCreate, JobRead, ListPage
@@ -117,15 +118,16 @@ def list_fine_tuning_checkpoints(
     return ListPage[CheckpointRead].of(data, has_more)
 
 
-@router.get("/{job_id}/weights", response_class=FileResponse)
+@router.get("/{job_id}/weights", response_class=FileResponse, responses=DOWNLOAD_RESPONSES)
 def download_fine_tuned_weights(
-    job_id: str, tenant_id: TenantDep, session: SessionDep, store: StoreDep
+    request: Request, job_id: str, tenant_id: TenantDep, session: SessionDep, store: StoreDep
 ) -> FileResponse:
     """A tar of a Hugging Face model folder; supports Range requests, and its ETag is the sha256."""
     job = jobs.get_job(session, tenant_id, job_id)
     artifact = artifacts.get_weights_artifact(session, job)
     session.close()
-    return FileResponse(
+    return file_download(
+        request,
         store.path(artifact.blob_key),
         media_type="application/x-tar",
         filename=f"{job.id}.tar",

@@ -67,25 +67,47 @@ def test_a_range_past_the_end_is_a_416_naming_the_size(
     assert response.headers["content-range"] == f"bytes */{SIZE}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Starlette's FileResponse answers a malformed Range with a plain-text 400 (MalformedRangeHeader), "
-    "neither the checklist's 416 nor OpenAI's error shape",
+@pytest.mark.parametrize(
+    "range_header", ["bytes=abc", "bytes=9-3", "bytes", "bytes=-", "bytes=", "bytes=,", "bytes=--5", "bytes=0-1-2"]
 )
-@pytest.mark.parametrize("range_header", ["bytes=abc", "bytes=9-3", "bytes", "bytes=-"])
 def test_a_malformed_range_is_a_416(client: TestClient, auth: dict[str, str], file_id: str, range_header: str) -> None:
     response = client.get(content_url(file_id), headers={**auth, "range": range_header})
     assert response.status_code == 416
     assert response.headers["content-range"] == f"bytes */{SIZE}"
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_request_error")
+    assert repr(range_header) in error["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RFC 9110 §14.2: a server MUST ignore a Range in a unit it does not understand; Starlette answers "
-    "a plain-text 400 'Only support bytes range'",
-)
-def test_a_range_in_an_unknown_unit_is_ignored(client: TestClient, auth: dict[str, str], file_id: str) -> None:
-    response = client.get(content_url(file_id), headers={**auth, "range": "items=0-1"})
+@pytest.mark.parametrize("range_header", ["bytes=+1-2", "bytes=1_0-20", "bytes=0-9,abc"])
+def test_a_range_starlette_would_stretch_or_skip_is_a_416(
+    client: TestClient, auth: dict[str, str], file_id: str, range_header: str
+) -> None:
+    response = client.get(content_url(file_id), headers={**auth, "range": range_header})
+    assert (response.status_code, response.headers["content-range"]) == (416, f"bytes */{SIZE}")
+
+
+@pytest.mark.parametrize("range_header", ["items=0-1", "items", "=0-1"])
+def test_a_range_in_an_unknown_unit_is_ignored(
+    client: TestClient, auth: dict[str, str], file_id: str, range_header: str
+) -> None:
+    response = client.get(content_url(file_id), headers={**auth, "range": range_header})
+    assert (response.status_code, response.content) == (200, CONTENT)
+    assert "content-range" not in response.headers
+
+
+def test_the_range_unit_and_spaces_around_ranges_are_tolerated(
+    client: TestClient, auth: dict[str, str], file_id: str
+) -> None:
+    response = client.get(content_url(file_id), headers={**auth, "range": "Bytes=0-4, ,"})
+    assert (response.status_code, response.content) == (206, CONTENT[0:5])
+
+
+def test_a_malformed_range_behind_a_stale_if_range_is_ignored(
+    client: TestClient, auth: dict[str, str], file_id: str
+) -> None:
+    stale = '"' + "0" * 64 + '"'
+    response = client.get(content_url(file_id), headers={**auth, "range": "bytes=abc", "if-range": stale})
     assert (response.status_code, response.content) == (200, CONTENT)
 
 
@@ -174,3 +196,8 @@ def test_weights_publish_their_sha256_and_serve_ranges(
     past_the_end = client.get(url, headers={**auth, "range": f"bytes={size}-"})
     assert past_the_end.status_code == 416
     assert past_the_end.headers["content-range"] == f"bytes */{size}"
+    malformed = client.get(url, headers={**auth, "range": "bytes=1535-512"})
+    assert (malformed.status_code, malformed.headers["content-range"]) == (416, f"bytes */{size}")
+    assert malformed.json()["error"]["code"] == "invalid_request_error"
+    other_unit = client.get(url, headers={**auth, "range": "items=0-1"})
+    assert (other_unit.status_code, other_unit.content) == (200, whole.content)
