@@ -193,13 +193,26 @@ def _set_by(own_limit: int | None, limit: int) -> str:
 
 
 @models_app.command("add")
-def add_model(name: str, path: str) -> None:
-    """Register a local Hugging Face model folder (safetensors) as base model NAME."""
+def add_model(
+    name: str,
+    path: str,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-remote-code",
+            help="Allow a model whose config.json has an auto_map: workers will import and run the Python "
+            "code in the model repository, with the workers' access. Only for code you have read and trust.",
+        ),
+    ] = False,
+) -> None:
+    """Register a local Hugging Face model folder (safetensors) or a hub id as base model NAME."""
     settings = get_settings()
     try:
         with session_scope(settings.database_url) as session:
-            row = catalog.register_base_model(session, name, path)
+            row = catalog.register_base_model(session, name, path, trust_remote_code=trust_remote_code)
             console.print(f"registered {row.id}: {row.model_type}, {row.num_layers} layers, from {row.location}")
+            if row.trust_remote_code:
+                console.print(f"[yellow]warning:[/yellow] workers will run the Python code in {row.location}")
     except GraftError as error:
         _fail(error)
 

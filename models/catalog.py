@@ -30,22 +30,30 @@ class ModelDescription:
     model_type: str
     num_layers: int
     max_sequence_length: int
+    remote_code: tuple[str, ...] = ()  # the Auto classes config.json's auto_map sends to repository code
 
 
 def describe_model_config(config: dict[str, Any], origin: str) -> ModelDescription:
-    """What the service needs to know before loading weights: type, depth and length limit."""
+    """What the service needs to know before loading weights: type, depth, length limit and any repository code."""
     model_type = config.get("model_type")
     depth = next((config[key] for key in _DEPTH_KEYS if isinstance(config.get(key), int)), None)
     length = next((config[key] for key in _LENGTH_KEYS if isinstance(config.get(key), int)), 512)
     if not isinstance(model_type, str) or depth is None:
         raise InvalidRequest(f"{origin}: config.json must give model_type and the number of layers", param="path")
-    return ModelDescription(model_type=model_type, num_layers=depth, max_sequence_length=length)
+    auto_map = config.get("auto_map") or {}
+    remote_code = tuple(sorted(auto_map)) if isinstance(auto_map, dict) else ("auto_map",)
+    return ModelDescription(
+        model_type=model_type, num_layers=depth, max_sequence_length=length, remote_code=remote_code
+    )
 
 
 def register_base_model(session: Session, name: str, location: str, *, trust_remote_code: bool = False) -> BaseModel:
     """Add or update a catalog entry from a local model folder, or a hub id when online. Does not commit.
 
-    Local folders must hold safetensors weights: pickled checkpoints are never loaded.
+    Raises InvalidRequest (`param` path) for a folder or hub model without safetensors weights, as
+    pickled checkpoints are never loaded, and for one whose config.json has an `auto_map`: transformers
+    would import Python code from the model repository to build it. Only `trust_remote_code`, an
+    administrator's explicit choice, lets such a model in; workers then run that code.
     """
     folder = Path(location).expanduser()
     if folder.is_dir():
@@ -54,6 +62,13 @@ def register_base_model(session: Session, name: str, location: str, *, trust_rem
     else:
         description = _describe_hub_model(location)
         source, stored_location = ModelSource.hub, location
+    if description.remote_code and not trust_remote_code:
+        raise InvalidRequest(
+            f"{location}: needs remote code: config.json's auto_map ({', '.join(description.remote_code)}) "
+            "loads Python code from the model repository, which is not run unless an administrator "
+            "registers the model with trust_remote_code (graft models add --trust-remote-code)",
+            param="path",
+        )
     row = session.get(BaseModel, name) or BaseModel(id=name)
     row.source = source.value
     row.location = stored_location
@@ -118,4 +133,26 @@ def _describe_hub_model(hub_id: str) -> ModelDescription:
             param="path",
         ) from None
     config = json.loads(Path(config_path).read_text(encoding="utf-8"))
-    return describe_model_config(config, hub_id)
+    description = describe_model_config(config, hub_id)
+    if not _hub_model_has_safetensors(hub_id):
+        raise InvalidRequest(
+            f"{hub_id}: no model.safetensors on the hub; only safetensors weights are accepted "
+            "(pickle is never loaded)",
+            param="path",
+        )
+    return description
+
+
+def _hub_model_has_safetensors(hub_id: str) -> bool:
+    """From the local cache if it holds the weights, else by at most two HEAD requests; nothing is downloaded."""
+    from huggingface_hub import file_exists, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if any(isinstance(try_to_load_from_cache(hub_id, name), str) for name in _SAFETENSORS_NAMES):
+        return True
+    try:
+        return any(file_exists(hub_id, name) for name in _SAFETENSORS_NAMES)
+    except (HfHubHTTPError, OSError, ValueError) as error:
+        raise InvalidRequest(
+            f"{hub_id}: could not check the hub for safetensors weights ({type(error).__name__})", param="path"
+        ) from None

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -173,3 +175,20 @@ def test_tenants_set_quota_refuses_a_negative_limit(cli_settings: Settings, auth
     assert code == 2
     with session_scope(cli_settings.database_url) as session:
         assert tenants.find_tenant(session, "acme").max_stored_bytes is None
+
+
+def test_models_add_refuses_a_model_needing_remote_code_unless_told_to_trust_it(
+    cli_settings: Settings, tiny_bert_folder: Path, tmp_path: Path
+) -> None:
+    folder = Path(shutil.copytree(tiny_bert_folder, tmp_path / "custom"))
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["auto_map"] = {"AutoModelForSequenceClassification": "modeling_custom.CustomModel"}
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    code, output = invoke(cli_settings, "models", "add", "custom", str(folder))
+    assert code == 2
+    assert "needs remote code" in output and "--trust-remote-code" in output
+    code, output = invoke(cli_settings, "models", "add", "custom", str(folder), "--trust-remote-code")
+    assert code == 0, output
+    assert "workers will run the Python code" in output
+    with session_scope(cli_settings.database_url) as session:
+        assert catalog.get_base_model(session, "custom").trust_remote_code is True

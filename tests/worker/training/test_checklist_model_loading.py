@@ -106,12 +106,6 @@ def test_a_model_needing_remote_code_fails_to_load_and_its_code_never_runs(
     assert not marker.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="catalog.register_base_model (so `graft models add`) registers a folder whose config.json needs "
-    "trust_remote_code (auto_map, unknown model_type); jobs on it are created, then fail in the worker with "
-    "base_model_unavailable (the code itself never runs)",
-)
 def test_registering_a_model_that_needs_remote_code_is_refused(
     settings: Settings, tiny_bert_folder: Path, tmp_path: Path
 ) -> None:
@@ -119,4 +113,61 @@ def test_registering_a_model_that_needs_remote_code_is_refused(
     with pytest.raises(InvalidRequest) as refused, session_scope(settings.database_url) as session:
         catalog.register_base_model(session, "custom", str(folder))
     assert refused.value.param == "path"
+    assert "needs remote code" in refused.value.message
+    assert "auto_map (AutoConfig, AutoModelForSequenceClassification)" in refused.value.message
     assert not (tmp_path / "marker").exists()
+    with session_scope(settings.database_url) as session:
+        assert [row.id for row in catalog.list_base_models(session)] == []
+
+
+def test_an_administrator_may_register_a_model_needing_remote_code_explicitly(
+    settings: Settings, tiny_bert_folder: Path, tmp_path: Path
+) -> None:
+    folder = folder_needing_remote_code(tiny_bert_folder, tmp_path / "custom", tmp_path / "marker")
+    with session_scope(settings.database_url) as session:
+        catalog.register_base_model(session, "custom", str(folder), trust_remote_code=True)
+    with session_scope(settings.database_url) as session:
+        row = catalog.get_base_model(session, "custom")
+        assert (row.model_type, row.trust_remote_code) == ("graft_custom", True)
+    assert not (tmp_path / "marker").exists()  # registering reads config.json only; workers run the code
+
+
+@pytest.fixture
+def hub_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
+    """A fake hub: `config` is what config.json holds, `files` what the repository lists."""
+    import huggingface_hub
+
+    hub: dict[str, Any] = {"config": {"model_type": "bert", "num_hidden_layers": 2}, "files": {"model.safetensors"}}
+
+    def download(repo_id: str, filename: str) -> str:
+        path = tmp_path / "hub" / repo_id / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(hub["config"]), encoding="utf-8")
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo_id, filename: None)
+    monkeypatch.setattr(huggingface_hub, "file_exists", lambda repo_id, filename: filename in hub["files"])
+    return hub
+
+
+def test_a_hub_model_with_safetensors_is_registered(settings: Settings, hub_model: dict[str, Any]) -> None:
+    with session_scope(settings.database_url) as session:
+        row = catalog.register_base_model(session, "hub-bert", "some-org/some-bert")
+        assert (row.source, row.location, row.trust_remote_code) == ("hub", "some-org/some-bert", False)
+
+
+def test_a_hub_model_with_only_pickled_weights_is_refused(settings: Settings, hub_model: dict[str, Any]) -> None:
+    hub_model["files"] = {"pytorch_model.bin"}
+    with pytest.raises(InvalidRequest) as refused, session_scope(settings.database_url) as session:
+        catalog.register_base_model(session, "hub-bert", "some-org/some-bert")
+    assert refused.value.param == "path"
+    assert "only safetensors weights are accepted" in refused.value.message
+
+
+def test_a_hub_model_that_needs_remote_code_is_refused(settings: Settings, hub_model: dict[str, Any]) -> None:
+    hub_model["config"] = {**hub_model["config"], "auto_map": {"AutoModel": "modeling_custom.CustomModel"}}
+    with pytest.raises(InvalidRequest) as refused, session_scope(settings.database_url) as session:
+        catalog.register_base_model(session, "hub-custom", "some-org/some-custom")
+    assert refused.value.param == "path"
+    assert "needs remote code" in refused.value.message
