@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from models.settings import Settings
-from tests.faults.test_worker_faults import create_job, events_of, wait_for_status
+from tests.faults.test_worker_faults import create_job, events_of, inject, wait_for_status
 from tests.processes import running_worker, wait_for
 
 pytestmark = pytest.mark.fault
@@ -96,3 +96,32 @@ def test_jobs_queued_when_redis_restarts_empty_are_sent_again_and_each_runs_once
         started = [e for e in events_of(client, auth, job_id) if e["message"].startswith("Fine-tuning job started")]
         assert len(started) == 1
     assert redis_server.waiting_messages() == 0  # the re-sends did not pile up
+
+
+def test_a_job_outlasting_the_redis_visibility_timeout_is_delivered_once(
+    client: TestClient,
+    auth: dict[str, str],
+    tiny_bert: str,
+    settings: Settings,
+    files: tuple[str, str],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """Messages are acknowledged when a worker takes them, so Redis has nothing to give back when a
+    run outlasts its visibility timeout; a second, idle worker on the same queue never gets the job."""
+    on_redis = settings.model_copy(update={"broker_url": redis_server.url})
+    one_second = inject("redis_visibility_timeout:1")
+    with (
+        running_worker(on_redis, tmp_path / "a.log", one_second),
+        running_worker(on_redis, tmp_path / "b.log", one_second),
+        TestClient(create_app(on_redis)) as api,
+    ):
+        job_id = create_job(api, auth, tiny_bert, files, n_epochs=12)
+        running = wait_for_status(client, auth, job_id, "running", timeout=60)
+        finished = wait_for_status(client, auth, job_id, "succeeded", timeout=120)
+    assert finished["finished_at"] - running["created_at"] > 3  # three visibility timeouts and more
+    assert finished["attempt"] == 1
+    started = [e for e in events_of(client, auth, job_id) if e["message"].startswith("Fine-tuning job started")]
+    assert len(started) == 1
+    logs = (tmp_path / "a.log").read_text(errors="replace") + (tmp_path / "b.log").read_text(errors="replace")
+    assert logs.count("Task graft.run_job[") == 2  # one "received" and one "succeeded": a single delivery

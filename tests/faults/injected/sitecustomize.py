@@ -1,13 +1,15 @@
 """Fault injection for fault tests: Python imports this at start-up when its folder is on PYTHONPATH.
 
-`GRAFT_TEST_FAULT` picks one fault; it acts only inside the training process (the one process
-that imports `worker.training.recipe`), at a precise moment no outside signal could hit:
+`GRAFT_TEST_FAULT` picks one fault. The first three act only inside the training process (the
+one process that imports `worker.training.recipe`), at a precise moment no outside signal could hit:
 
 - `kill_worker_during_checkpoint:N`: while the Nth checkpoint is half-written (optimiser state
   on disk, no COMPLETE marker yet), SIGKILL the worker that runs this process; the kernel then
   kills this process too (PDEATHSIG).
 - `kill_worker_at_step:N`: SIGKILL the worker right after optimiser step N (a poison job).
 - `disk_full_on_export`: writing the exported model archive fails with ENOSPC.
+- `redis_visibility_timeout:S`: the worker's Redis transport gives unacknowledged messages back to
+  the queue after S seconds instead of an hour, so a test can outlast it.
 """
 
 from __future__ import annotations
@@ -65,21 +67,31 @@ def _patch_recipe(_module: ModuleType) -> None:
         tarfile.TarFile.addfile = no_space  # type: ignore[method-assign]
 
 
-class _PatchAfterImport(importlib.abc.MetaPathFinder):
-    target = "worker.training.recipe"
+def _patch_redis_transport(module: ModuleType) -> None:
+    name, _, argument = FAULT.partition(":")
+    if name == "redis_visibility_timeout":
+        module.Channel.visibility_timeout = float(argument)
 
+
+PATCHES = {"worker.training.recipe": _patch_recipe, "kombu.transport.redis": _patch_redis_transport}
+
+
+class _PatchAfterImport(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != self.target:
+        if fullname not in PATCHES:
             return None
         sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
         assert spec is not None and spec.loader is not None
         loader = spec.loader
         original_exec = loader.exec_module  # type: ignore[attr-defined]
 
         def exec_module(module: ModuleType) -> None:
             original_exec(module)
-            _patch_recipe(module)
+            PATCHES[fullname](module)
 
         loader.exec_module = exec_module  # type: ignore[attr-defined]
         return spec
