@@ -54,12 +54,18 @@ class ArtifactStore:
             temporary.unlink(missing_ok=True)
 
     def publish(self, temporary: Path, key: str) -> None:
-        """Move a finished temporary file or directory to `key` in one atomic step."""
+        """Move a finished temporary file or directory to `key` in one atomic step.
+
+        Its bytes are flushed to disk first and the rename after, so even a machine that loses
+        power shows either the whole object or none of it.
+        """
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
+        _fsync_tree(temporary)
         if target.is_dir():
             shutil.rmtree(target)
         os.replace(temporary, target)
+        _fsync_path(target.parent)
 
     def open_blob(self, key: str) -> BinaryIO:
         return self.path(key).open("rb")
@@ -89,6 +95,22 @@ class ArtifactStore:
             shutil.rmtree(target)
         else:
             target.unlink(missing_ok=True)
+
+
+def _fsync_path(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _fsync_tree(path: Path) -> None:
+    """fsync a file, or every file of a directory and the directory entries themselves."""
+    if path.is_dir():
+        for child in path.iterdir():
+            _fsync_tree(child)
+    _fsync_path(path)
 
 
 def sha256_of_file(path: Path) -> str:

@@ -37,12 +37,25 @@ def export_model_archive(
         with tarfile.open(archive, "w") as tar:
             for name in names:
                 tar.add(folder / name, arcname=name)
+        verify_archive(archive, folder, names)
         size, digest = archive.stat().st_size, sha256_of_file(archive)
         store.publish(archive, key)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         archive.unlink(missing_ok=True)
     return ExportManifest(blob_key=key, size_bytes=size, sha256=digest, files=names)
+
+
+def verify_archive(archive: Path, folder: Path, names: list[str]) -> None:
+    """Read the written archive back: every file present, whole. Raises OSError, so a bad write fails the job."""
+    try:
+        with tarfile.open(archive) as tar:
+            sizes = {member.name: member.size for member in tar.getmembers()}
+    except tarfile.TarError as error:
+        raise OSError(f"the written archive cannot be read back: {error}") from error
+    expected = {name: (folder / name).stat().st_size for name in names}
+    if sizes != expected:
+        raise OSError(f"the written archive does not match the exported model ({sorted(set(expected) ^ set(sizes))})")
 
 
 def extract_model_archive(archive: Path, destination: Path) -> None:

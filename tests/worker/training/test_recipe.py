@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from worker.training.checkpoints import (
     is_complete,
     load_trainable_weights,
 )
-from worker.training.export import extract_model_archive
+from worker.training.export import extract_model_archive, verify_archive
 from worker.training.recipe import FineTuningRecipe, RunControl, TrainingStopped
 from worker.training.reporting import TrainingFailure
 
@@ -239,3 +240,17 @@ def test_a_stop_request_right_after_a_checkpoint_writes_no_second_one(make_confi
         recipe.train()
     assert stopped.value.step == 8
     assert [c["kind"] for c in reporter.checkpoints] == ["epoch"]
+
+
+def test_an_archive_that_does_not_read_back_whole_is_refused_before_it_is_published(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"x" * 50_000)
+    archive = tmp_path / "model.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(folder / "model.safetensors", arcname="model.safetensors")
+    verify_archive(archive, folder, ["model.safetensors"])
+    with archive.open("r+b") as handle:  # a write cut short, as on a full disk
+        handle.truncate(20_000)
+    with pytest.raises(OSError, match="archive"):
+        verify_archive(archive, folder, ["model.safetensors"])
