@@ -7,14 +7,17 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from models.db import is_transient_database_error
 from models.errors import ErrorCode, GraftError, QuotaExceeded
 
 logger = logging.getLogger(__name__)
 
 # The openai SDK retries 408/409/429/5xx by default; a definite "no" must not be retried.
 _NO_RETRY = {"x-should-retry": "false"}
+DATABASE_RETRY_AFTER_SECONDS = 1
 
 
 def error_response(
@@ -84,6 +87,22 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         # Headers the status needs, such as a 416's Content-Range or a 405's Allow.
         response.headers.update(error.headers or {})
+        return response
+
+    @app.exception_handler(DBAPIError)
+    async def _database_error(request: Request, error: DBAPIError) -> JSONResponse:
+        if not is_transient_database_error(error):
+            return await _unexpected_error(request, error)
+        # A dropped connection or a restarting server: say so, and let clients retry (the openai
+        # SDK retries a 503 on its own, honouring Retry-After).
+        logger.warning("transient database error on %s %s: %s", request.method, request.url.path, type(error).__name__)
+        response = error_response(
+            503,
+            "The database is briefly unavailable; retry the request.",
+            code=ErrorCode.service_unavailable.value,
+            error_type="server_error",
+        )
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
         return response
 
     @app.exception_handler(Exception)

@@ -12,16 +12,14 @@ from api.routes import files, jobs, models
 from models.schemas import ErrorResponse
 from models.settings import Settings, get_settings
 
-# Every operation may answer these; route-specific ones (409, 413, 503) are declared on the routes.
+# Every operation may answer these; route-specific ones (409, 413, 429, …) are declared on the routes.
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Invalid request; `param` names the field or file line"},
     401: {"model": ErrorResponse, "description": "Missing, malformed or revoked API key"},
     404: {"model": ErrorResponse, "description": "No such object for this tenant"},
     500: {"model": ErrorResponse, "description": "A bug: the request was valid"},
+    503: {"model": ErrorResponse, "description": "Briefly unavailable (e.g. the database); retry after Retry-After"},
 }
-
-# Operations that check a counting quota (models.quotas) answer 429 at the limit, with Retry-After.
-QUOTA_LIMITED_OPERATIONS = {("/v1/fine_tuning/jobs", "post"): "The tenant is at its max_active_jobs quota"}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,28 +44,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
-    """FastAPI documents 422 for validation errors; this API answers them with OpenAI's 400.
-
-    It also adds the 429 of quota-limited operations, with its Retry-After header.
-    """
+    """FastAPI documents 422 for validation errors; this API answers them with OpenAI's 400."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
         for path in schema["paths"].values():
             for operation in path.values():
                 operation.get("responses", {}).pop("422", None)
-        for (path_name, method), description in QUOTA_LIMITED_OPERATIONS.items():
-            schema["paths"][path_name][method]["responses"]["429"] = _quota_response(description)
         for name in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(name, None)
         app.openapi_schema = schema
     return app.openapi_schema
-
-
-def _quota_response(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "headers": {
-            "Retry-After": {"description": "Seconds after which a slot may be free", "schema": {"type": "integer"}}
-        },
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
-    }

@@ -212,9 +212,16 @@ def pause_run(session: Session, job_id: str, attempt: int, *, step: int) -> bool
         attempt=attempt,
         values={"lease_owner": None, "lease_expires_at": None, "pause_requested_at": None},
     )
-    if paused:
+    if paused and step >= 0:
         events.append_event(
             session, job_id, f"Job paused at step {step}; resume it to continue from there", data={"step": step}
+        )
+    elif paused:
+        events.append_event(
+            session,
+            job_id,
+            "Job paused; the run stopped before its pause checkpoint, so resuming continues from the "
+            "newest checkpoint before it",
         )
     return paused
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
@@ -17,8 +17,20 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
 LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)]
 
+# Creating or resuming a job takes a slot of the tenant's max_active_jobs quota (models.quotas).
+AT_JOB_QUOTA: dict[str, Any] = {
+    "model": ErrorResponse,
+    "description": "The tenant is at its max_active_jobs quota",
+    "headers": {
+        "Retry-After": {"description": "Seconds after which a slot may be free", "schema": {"type": "integer"}}
+    },
+}
 
-@router.post("", responses={503: {"model": ErrorResponse, "description": "The job queue is unreachable"}})
+
+@router.post(
+    "",
+    responses={429: AT_JOB_QUOTA, 503: {"model": ErrorResponse, "description": "The job queue is unreachable"}},
+)
 def create_fine_tuning_job(
     spec: JobCreate, tenant_id: TenantDep, session: SessionDep, settings: SettingsDep
 ) -> JobRead:
@@ -80,7 +92,7 @@ def pause_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDep
     "/{job_id}/resume",
     responses={
         409: {"model": ErrorResponse, "description": "The job is not paused"},
-        429: {"model": ErrorResponse, "description": "The tenant's active-job quota is full"},
+        429: AT_JOB_QUOTA,
     },
 )
 def resume_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDep, settings: SettingsDep) -> JobRead:
