@@ -125,3 +125,23 @@ def upload_file(client: TestClient, headers: dict[str, str], content: bytes, fil
 
 def jsonl_bytes(rows: list[dict[str, object]]) -> bytes:
     return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+@pytest.fixture
+def files(client: TestClient, auth: dict[str, str]) -> tuple[str, str]:
+    """A training file of 96 rows (24 steps an epoch at batch size 4) and a validation file of 16."""
+    from tests.worker.training.conftest import sentiment_rows
+
+    training = upload_file(client, auth, jsonl_bytes(sentiment_rows(96)))
+    validation = upload_file(client, auth, jsonl_bytes(sentiment_rows(16)))
+    return training, validation
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` need a CUDA device; on a machine without one (CI) they are skipped, saying so."""
+    if shutil.which("nvidia-smi") is not None:
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (nvidia-smi not found)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
