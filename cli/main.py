@@ -27,6 +27,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(tenants_app, name="tenants")
 console = Console()
 DEFAULT_TENANT = "default"
+STOP_MARGIN_SECONDS = 10.0
 
 
 def _fail(error: GraftError) -> None:
@@ -106,7 +107,9 @@ def up(
     entry = [sys.executable, "-m", "cli.main"]
     api_command = [*entry, "api", "--host", host or settings.host, "--port", str(port or settings.port)]
     console.print(f"Graft is starting on http://{host or settings.host}:{port or settings.port} (Ctrl-C stops it)")
-    raise typer.Exit(code=run_together({"api": api_command, "worker": [*entry, "worker"]}))
+    # The worker's own stop (checkpoint, hand back) takes up to stop_grace_seconds plus a heartbeat.
+    grace = settings.stop_grace_seconds + settings.heartbeat_seconds + STOP_MARGIN_SECONDS
+    raise typer.Exit(code=run_together({"api": api_command, "worker": [*entry, "worker"]}, stop_grace_seconds=grace))
 
 
 @keys_app.command("create")

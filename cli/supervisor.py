@@ -9,11 +9,14 @@ import time
 from types import FrameType
 
 POLL_SECONDS = 0.5
-STOP_GRACE_SECONDS = 20.0
 
 
-def run_together(commands: dict[str, list[str]]) -> int:
-    """Start every command; when one exits or Ctrl-C arrives, stop the rest. Returns an exit status."""
+def run_together(commands: dict[str, list[str]], *, stop_grace_seconds: float) -> int:
+    """Start every command; when one exits or Ctrl-C arrives, stop the rest. Returns an exit status.
+
+    Each gets SIGTERM and `stop_grace_seconds` before SIGKILL: enough for a worker's running job
+    to write its stop checkpoint and be handed back.
+    """
     processes = {name: subprocess.Popen(command) for name, command in commands.items()}
     stopping = False
 
@@ -28,7 +31,7 @@ def run_together(commands: dict[str, list[str]]) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        _stop_all(processes)
+        _stop_all(processes, stop_grace_seconds)
     failed = [name for name, process in processes.items() if process.returncode not in (0, -signal.SIGTERM)]
     if not stopping and failed:
         sys.stderr.write(f"graft up: {', '.join(failed)} exited; stopped the rest\n")
@@ -36,11 +39,11 @@ def run_together(commands: dict[str, list[str]]) -> int:
     return 0
 
 
-def _stop_all(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+def _stop_all(processes: dict[str, subprocess.Popen[bytes]], grace_seconds: float) -> None:
     for process in processes.values():
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    deadline = time.monotonic() + grace_seconds
     for process in processes.values():
         try:
             process.wait(timeout=max(0.0, deadline - time.monotonic()))

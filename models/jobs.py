@@ -193,10 +193,14 @@ def resume_job(session: Session, tenant_id: str, job_id: str, *, quotas: TenantQ
 
 
 def _set_pause_request(session: Session, job_id: str, *, requested: bool) -> bool:
-    """Set or clear the pause request of a running job; False if the job is not running."""
+    """Set or clear the pause request of a running job; False if it is not running, or already so."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.running.value)
+        .where(
+            Job.id == job_id,
+            Job.status == JobStatus.running.value,
+            Job.pause_requested_at.is_(None) if requested else Job.pause_requested_at.is_not(None),
+        )
         .values(pause_requested_at=utc_now() if requested else None)
         .execution_options(synchronize_session=False)
     )
@@ -240,6 +244,10 @@ def transition_job(
     Returns whether this call made the change; a racing writer makes it False, never both True.
     """
     sources = sources_of(target) if only_from is None else sources_of(target) & {only_from}
+    if attempt is not None:
+        # A run can only move the job it is running: an old attempt's late write must not touch
+        # a job that was paused, re-queued or resumed since (they keep the attempt number).
+        sources = sources & {JobStatus.running}
     query = update(Job).where(Job.id == job_id, Job.status.in_([source.value for source in sources]))
     if attempt is not None:
         query = query.where(Job.attempt == attempt)
@@ -253,9 +261,12 @@ def claim_job(session: Session, job_id: str, *, owner: str, lease_seconds: int) 
     """Take a `queued` job for one run: `queued → running`, attempt + 1, a fresh lease.
 
     Returns the new attempt number, or None if the job is not queued (a duplicate delivery,
-    a cancelled or finished job). Does not commit.
+    a cancelled or finished job). `owner` must be unique to this delivery: claiming again with
+    the same owner returns the same attempt (a rerun after a lost commit). Does not commit.
     """
     job = session.get(Job, job_id)
+    if job is not None and job.status == JobStatus.running.value and job.lease_owner == owner:
+        return job.attempt  # this very claim, committed by an earlier try whose answer was lost
     if job is None or job.status != JobStatus.queued.value:
         return None
     attempt = job.attempt + 1
@@ -390,7 +401,7 @@ def hand_back_job(session: Session, job_id: str, attempt: int, *, step: int) -> 
         job_id,
         JobStatus.queued,
         attempt=attempt,
-        values={"lease_owner": None, "lease_expires_at": None, "enqueued_at": None},
+        values={"lease_owner": None, "lease_expires_at": None, "enqueued_at": None, "pause_requested_at": None},
     )
     if handed_back:
         where = f" at step {step}" if step >= 0 else ""
@@ -413,7 +424,8 @@ def pause_is_requested(session: Session, job_id: str) -> bool:
 
 
 def recover_lost_runs(session: Session, *, max_attempts: int) -> list[str]:
-    """Re-queue `running` jobs whose lease expired (their worker died); fail those out of attempts.
+    """Re-queue `running` jobs whose lease expired (their worker died); fail those out of attempts,
+    and pause those whose pause was requested.
 
     Returns the ids of the jobs put back in the queue. Does not commit.
     """
@@ -435,6 +447,25 @@ def recover_lost_runs(session: Session, *, max_attempts: int) -> list[str]:
                 ),
             ):
                 session.execute(update(Job).where(Job.id == job.id).values(lost_runs=lost_runs))
+        elif job.pause_requested_at is not None:
+            if transition_job(
+                session,
+                job.id,
+                JobStatus.paused,
+                attempt=job.attempt,
+                values={
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                    "lost_runs": lost_runs,
+                    "pause_requested_at": None,
+                },
+            ):
+                events.append_event(
+                    session,
+                    job.id,
+                    f"Worker of attempt {job.attempt} lost (lease expired) while pausing; the job is paused and "
+                    "resumes from its newest checkpoint",
+                )
         elif transition_job(
             session,
             job.id,

@@ -285,3 +285,10 @@ def test_dockerfile_runs_the_graft_cli_as_a_non_root_user() -> None:
     assert instructions["EXPOSE"] == "8000"
     env = [token for keyword, args in _dockerfile_instructions() if keyword == "ENV" for token in args.split()]
     assert "GRAFT_DATA_DIR=/data" in env
+
+
+def test_the_worker_is_given_time_to_checkpoint_and_hand_back_its_job_on_stop(compose: dict[str, Any]) -> None:
+    grace = str(compose["services"]["worker"]["stop_grace_period"])
+    assert grace.endswith("s")
+    defaults = Settings()
+    assert float(grace.removesuffix("s")) >= defaults.stop_grace_seconds + defaults.heartbeat_seconds

@@ -21,14 +21,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from models.artifacts import results_blob_key, weights_blob_key
 from models.checkpoints import checkpoint_blob_keys_newest_first
-from models.db import session_scope
+from models.db import is_transient_database_error, session_scope
 from models.errors import JobErrorCode
 from models.jobs import LeaseLost
 from models.settings import Settings
 from models.storage import ArtifactStore
 from models.tables import BaseModel, File, Job
+from worker.lifeline import die_with_parent
 from worker.progress import DatabaseReporter
 from worker.training.checkpoints import is_complete
 from worker.training.config import TrainingConfig
@@ -59,12 +62,21 @@ def resume_from_latest_checkpoint(
     """Continue from the newest complete checkpoint an earlier run of this job left; skip partial ones."""
     with session_scope(database_url) as session:
         keys = checkpoint_blob_keys_newest_first(session, recipe.config.job_id)
-    for key in keys:
-        folder = store.path(key)
-        if is_complete(folder):
+    complete = [store.path(key) for key in keys if is_complete(store.path(key))]
+    for folder in complete:
+        try:
             step = recipe.resume(folder)
-            reporter.message(f"Resumed from the checkpoint at step {step}", data={"resumed_from_step": step})
-            return
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            # Resume restores everything a checkpoint holds, so an older one overwrites whatever
+            # this one half-restored.
+            reporter.message(f"Checkpoint {folder.name} is unusable ({type(error).__name__}); trying an older one")
+            continue
+        reporter.message(f"Resumed from the checkpoint at step {step}", data={"resumed_from_step": step})
+        return
+    if complete:
+        raise TrainingFailure(
+            JobErrorCode.internal_error, "none of the job's checkpoints could be loaded; create the job again"
+        )
 
 
 class StopSignal:
@@ -111,9 +123,10 @@ def train_job(settings: Settings, job_id: str, attempt: int, stop_signal: StopSi
 
 
 def main(argv: list[str]) -> int:
+    die_with_parent()
+    stop_signal = StopSignal()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [training] %(message)s")
     job_id, attempt, result_path = argv[0], int(argv[1]), Path(argv[2])
-    stop_signal = StopSignal()
     settings = Settings()
     try:
         result = train_job(settings, job_id, attempt, stop_signal)
@@ -123,6 +136,14 @@ def main(argv: list[str]) -> int:
         return EXIT_LOST_JOB
     except TrainingStopped as stopped:
         result = {"status": "stopped", "step": stopped.step}
+        exit_code = EXIT_STOPPED
+    except DBAPIError as error:
+        if not is_transient_database_error(error):
+            raise
+        # The database stayed unreachable past the reporter's retries: stop without a verdict,
+        # so the run is handed back (it resumes from its newest checkpoint), not failed.
+        logging.exception("job %s: database unreachable; stopping the run", job_id)
+        result = {"status": "stopped", "step": -1}
         exit_code = EXIT_STOPPED
     except TrainingFailure as failure:
         result = {"status": "failed", "code": failure.code.value, "message": failure.message}
@@ -142,8 +163,15 @@ def main(argv: list[str]) -> int:
             "message": f"training failed: {type(error).__name__}: {str(error)[:MAX_MESSAGE_CHARS]}",
         }
         exit_code = EXIT_FAILED
-    result_path.write_text(json.dumps(result), encoding="utf-8")
+    write_result(result_path, result)
     return exit_code
+
+
+def write_result(path: Path, result: dict[str, Any]) -> None:
+    """Write under a temporary name and rename: the runner reads the whole report or none."""
+    temporary = path.with_suffix(".partial")
+    temporary.write_text(json.dumps(result), encoding="utf-8")
+    temporary.replace(path)
 
 
 def _classify(error: Exception) -> JobErrorCode:

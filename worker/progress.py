@@ -6,7 +6,8 @@ Every write is one transaction, rerun after a transient database error (models.d
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -18,6 +19,11 @@ from models.storage import ArtifactStore
 from worker.training.reporting import StepProgress
 
 MIN_SECONDS_BETWEEN_STEP_EVENTS = 1.0
+# A run rides out about half a minute of database outage (a server restart), well inside its
+# lease, before it gives up and stops to be handed back.
+REPORT_WRITE_ATTEMPTS = 10
+REPORT_WRITE_MAX_DELAY_SECONDS = 5.0
+T = TypeVar("T")
 
 
 class DatabaseReporter:
@@ -62,7 +68,7 @@ class DatabaseReporter:
                 },
             )
 
-        run_transaction(self._database_url, write)
+        self._write(write)
 
     def step_finished(self, progress: StepProgress) -> None:
         self._loss_sum += progress.train_loss
@@ -99,7 +105,7 @@ class DatabaseReporter:
                 data=data,
             )
 
-        run_transaction(self._database_url, write)
+        self._write(write)
 
     def epoch_finished(self, *, epoch: int, step: int, metrics: dict[str, float]) -> None:
         summary = describe_metrics(metrics) or "no validation file"
@@ -114,7 +120,7 @@ class DatabaseReporter:
                 data={"epoch": epoch, "step": step, **metrics},
             )
 
-        run_transaction(self._database_url, write)
+        self._write(write)
 
     def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str) -> None:
         def write(session: Session) -> list[str]:
@@ -129,12 +135,17 @@ class DatabaseReporter:
                 kind=kind,
             )
 
-        for key in run_transaction(self._database_url, write):
+        for key in self._write(write):
             self._store.delete(key)
+
+    def _write(self, work: Callable[[Session], T]) -> T:
+        return run_transaction(
+            self._database_url, work, attempts=REPORT_WRITE_ATTEMPTS, max_delay=REPORT_WRITE_MAX_DELAY_SECONDS
+        )
 
     def message(self, text: str, data: dict[str, Any] | None = None) -> None:
         def write(session: Session) -> None:
             jobs.ensure_run_owns_job(session, self._job_id, self._attempt)
             events.append_event(session, self._job_id, text, data=data)
 
-        run_transaction(self._database_url, write)
+        self._write(write)

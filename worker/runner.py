@@ -6,7 +6,6 @@ so CUDA is initialised only there, and a crash, an OOM kill or a cancel ends tha
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import math
@@ -17,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -26,17 +26,25 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from models import artifacts, files, jobs
+from models import artifacts, files, jobs, queue
 from models.artifacts import ArtifactKind, checkpoints_prefix, run_outputs_prefix
-from models.db import run_transaction, session_scope
+from models.db import (
+    MAX_RETRY_DELAY_SECONDS,
+    TRANSACTION_ATTEMPTS,
+    is_transient_database_error,
+    run_transaction,
+    session_scope,
+)
 from models.errors import JobErrorCode
 from models.jobs import JobFailure, LeaseState
 from models.settings import Settings
 from models.storage import ArtifactStore
+from worker.lifeline import PARENT_PID_VARIABLE
 
 logger = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
+# Roughly the longest a heartbeat's run_transaction keeps retrying before it gives up.
+RENEWAL_RETRY_SECONDS = TRANSACTION_ATTEMPTS * MAX_RETRY_DELAY_SECONDS
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,8 @@ def run_job(job_id: str, settings: RunnerSettings, stop_requested: Callable[[], 
         # worker's sweep re-sends it (worker.reconciler).
         logger.info("job %s not started: the worker is shutting down", job_id)
         return
-    owner = f"{socket.gethostname()}:{os.getpid()}"
+    # host:pid:token — the token makes the claim idempotent under a rerun (models.jobs.claim_job).
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
     attempt = run_transaction(
         settings.database_url,
         lambda session: jobs.claim_job(session, job_id, owner=owner, lease_seconds=settings.lease_seconds),
@@ -101,6 +110,13 @@ def run_job(job_id: str, settings: RunnerSettings, stop_requested: Callable[[], 
     try:
         result = supervise_training_process(job_id, attempt, settings, stop_requested)
         record_run_end(job_id, attempt, result, settings)
+    except DBAPIError as error:
+        if not is_transient_database_error(error):
+            raise
+        # The database stayed unreachable past the retries. Failing the job would contradict what
+        # happened, and could not be written anyway: the lease lapses and a sweep re-queues the
+        # job, which resumes from its newest checkpoint.
+        logger.exception("job %s attempt %d: database unreachable; leaving the job to the sweep", job_id, attempt)
     except Exception:
         # The worker's one catch-all: record the failure on the job, keep the traceback in the log.
         logger.exception("run of job %s (attempt %d) failed", job_id, attempt)
@@ -125,22 +141,28 @@ def supervise_training_process(
             "GRAFT_DATABASE_URL": settings.database_url,
             "GRAFT_ARTIFACT_ROOT": str(settings.artifact_root),
             "GRAFT_CHECKPOINT_INTERVAL_SECONDS": str(settings.checkpoint_interval_seconds),
+            PARENT_PID_VARIABLE: str(os.getpid()),
         }
         # A session of its own: a Ctrl-C meant for the worker's terminal must not kill training
         # behind the runner's back; the runner decides how training stops.
-        process = subprocess.Popen(
-            command,
-            env=environment,
-            preexec_fn=_die_with_parent,
-            start_new_session=True,  # noqa: PLW1509
-        )
+        # No preexec_fn (this process has threads, and code run between fork and exec can
+        # deadlock): the training process arranges to die with this one itself (worker.lifeline).
+        process = subprocess.Popen(command, env=environment, start_new_session=True)
         try:
             interruption = _wait_while_owning_job(process, job_id, attempt, settings, stop_requested)
         except BaseException:
             kill_process(process)  # never leave training running unsupervised
             raise
-        payload = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None
-        return ChildResult(exit_code=process.returncode, payload=payload, interruption=interruption)
+        return ChildResult(exit_code=process.returncode, payload=read_result(result_path), interruption=interruption)
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    """The training process's report; None if it wrote none (killed first). It writes it by rename, whole."""
+    try:
+        payload: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return payload
 
 
 def _wait_while_owning_job(
@@ -172,16 +194,20 @@ def _wait_while_owning_job(
             logger.warning("job %s attempt %d: no checkpoint within the stop grace period; killing", job_id, attempt)
             kill_process(process)
             return interruption
+        renewal_started = time.monotonic()
         try:
             lease = run_transaction(
                 settings.database_url,
                 lambda session: jobs.renew_lease(session, job_id, attempt, lease_seconds=settings.lease_seconds),
             )
-            lease_valid_until = time.monotonic() + settings.lease_seconds
-        except DBAPIError:
-            # The database is unreachable: keep training while the lease we hold is still ours.
-            # Once it may have expired, another worker may take the job over, so stop this run.
-            if time.monotonic() < lease_valid_until - settings.heartbeat_seconds:
+            lease_valid_until = renewal_started + settings.lease_seconds
+        except DBAPIError as error:
+            if not is_transient_database_error(error):
+                raise
+            # The database is unreachable: keep training while the lease we hold is surely still
+            # ours (another heartbeat and a full round of retries must fit before it expires).
+            # After that another worker may take the job over, so this run stops.
+            if time.monotonic() + 2 * settings.heartbeat_seconds + RENEWAL_RETRY_SECONDS < lease_valid_until:
                 logger.warning("job %s attempt %d: could not renew the lease; retrying", job_id, attempt)
                 continue
             logger.error("job %s attempt %d: lease could not be renewed before it expired; stopping", job_id, attempt)
@@ -214,18 +240,24 @@ def record_run_end(job_id: str, attempt: int, result: ChildResult, settings: Run
         else:
             store.delete(run_outputs_prefix(job_id, attempt))  # cancelled at the last moment
         return
-    if result.interruption is not None or payload.get("status") == "stopped":
-        # Stopped on request (or killed after the grace period): pause it, or hand it back.
-        store.delete(run_outputs_prefix(job_id, attempt))
+    if payload.get("status") != "failed" and (
+        result.interruption is not None or payload.get("status") == "stopped" or result.exit_code == -signal.SIGTERM
+    ):
+        # Stopped on request (or killed after the grace period, or SIGTERMed by something other
+        # than this runner): pause it if a pause is (still) requested, else hand it back.
         step = int(payload.get("step", -1))
 
-        def stop_run(session: Session) -> None:
-            if result.interruption is Interruption.pause or jobs.pause_is_requested(session, job_id):
-                jobs.pause_run(session, job_id, attempt, step=step)
-            else:
-                jobs.hand_back_job(session, job_id, attempt, step=step)
+        def stop_run(session: Session) -> str:
+            if jobs.pause_is_requested(session, job_id):
+                return "paused" if jobs.pause_run(session, job_id, attempt, step=step) else "lost"
+            return "queued" if jobs.hand_back_job(session, job_id, attempt, step=step) else "lost"
 
-        run_transaction(settings.database_url, stop_run)
+        outcome = run_transaction(settings.database_url, stop_run)
+        store.delete(run_outputs_prefix(job_id, attempt))
+        if outcome == "queued" and result.interruption is not Interruption.shutdown:
+            # A pause withdrawn while the run was stopping: this worker is not going away, so
+            # the job goes straight back to the broker rather than waiting for a sweep.
+            send_again(job_id, settings)
         return
     failure = (
         JobFailure(payload["code"], payload["message"])
@@ -233,6 +265,15 @@ def record_run_end(job_id: str, attempt: int, result: ChildResult, settings: Run
         else JobFailure(JobErrorCode.worker_crashed, describe_exit(result.exit_code))
     )
     run_transaction(settings.database_url, lambda session: jobs.fail_job(session, job_id, attempt, failure))
+
+
+def send_again(job_id: str, settings: RunnerSettings) -> None:
+    try:
+        queue.enqueue_job_run(settings.broker_url, job_id)
+    except queue.QueueUnavailable:
+        logger.warning("job %s: broker unreachable; the sweep will send it", job_id)
+        return
+    run_transaction(settings.database_url, lambda session: jobs.mark_enqueued(session, [job_id]))
 
 
 def publish_run(job_id: str, attempt: int, payload: dict[str, Any], settings: RunnerSettings) -> bool:
@@ -276,9 +317,3 @@ def describe_exit(exit_code: int | None) -> str:
         hint = " (the machine may have run out of memory; try a smaller batch_size)" if name == "SIGKILL" else ""
         return f"The training process was killed by {name}{hint}."
     return f"The training process exited with code {exit_code} without reporting a result."
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: receive SIGKILL when the worker dies, so no training is orphaned."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

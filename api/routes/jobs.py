@@ -35,19 +35,23 @@ def create_fine_tuning_job(
     spec: JobCreate, tenant_id: TenantDep, session: SessionDep, settings: SettingsDep
 ) -> JobRead:
     job = jobs.create_job(session, tenant_id, spec, quotas=quotas.quotas_of(session, tenant_id, settings))
+    # Read back before the commit: once the job exists, a database hiccup must not turn into a
+    # retryable error, or the client's retry would create (and train) a second job.
+    created = JobRead.from_row(job)
     session.commit()
     try:
         # After the commit, so a worker that receives the id finds the row.
-        queue.enqueue_job_run(settings.broker_url, job.id)
+        queue.enqueue_job_run(settings.broker_url, created.id)
     except queue.QueueUnavailable as error:
-        failed = jobs.fail_unsent_job(session, job.id)
+        failed = jobs.fail_unsent_job(session, created.id)
         session.commit()
         if failed:
             raise ServiceUnavailable(
-                f"The job queue is unreachable, so job {job.id} could not start; retry shortly.", param=None
+                f"The job queue is unreachable, so job {created.id} could not start; retry shortly.", param=None
             ) from error
-    session.refresh(job)
-    return JobRead.from_row(job)
+        session.refresh(job)
+        return JobRead.from_row(job)  # a worker took it in the meantime
+    return created
 
 
 @router.get("")

@@ -118,3 +118,12 @@ def test_another_tenants_job_cannot_be_paused_or_resumed(
 ) -> None:
     assert post(client, other_auth, job_id, "pause").status_code == 404
     assert post(client, other_auth, job_id, "resume").status_code == 404
+
+
+def test_resuming_a_running_job_with_no_pause_requested_is_409(
+    client: TestClient, auth: dict[str, str], job_id: str, settings: Settings
+) -> None:
+    claim(settings, job_id)
+    response = post(client, auth, job_id, "resume")
+    assert response.status_code == 409
+    assert "running, not paused" in response.json()["error"]["message"]

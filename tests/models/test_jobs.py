@@ -68,7 +68,17 @@ def test_a_claim_moves_queued_to_running_with_a_new_attempt(settings: Settings, 
     job_id = new_job()
     assert claim(settings, job_id) == 1
     assert status_of(settings, job_id) == JobStatus.running
-    assert claim(settings, job_id) is None
+    assert claim(settings, job_id, owner="another:2") is None
+
+
+def test_claiming_again_with_the_same_delivery_owner_returns_the_same_attempt(
+    settings: Settings, new_job: Callable[[], str]
+) -> None:
+    """A claim rerun after its commit's answer was lost must not lose the job it already took."""
+    job_id = new_job()
+    assert claim(settings, job_id, owner="w:1:token") == 1
+    assert claim(settings, job_id, owner="w:1:token") == 1
+    assert claim(settings, job_id, owner="w:1:other") is None
 
 
 def test_two_workers_claiming_at_once_yield_exactly_one_run(settings: Settings, new_job: Callable[[], str]) -> None:

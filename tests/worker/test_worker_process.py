@@ -214,7 +214,7 @@ def test_a_live_worker_takes_over_the_run_of_a_worker_killed_with_sigkill(
         with session_scope(settings.database_url) as session:
             job = session.get(Job, job_id)
             assert job is not None and job.lease_owner is not None
-            owner_pid = int(job.lease_owner.rsplit(":", 1)[1])
+            owner_pid = int(job.lease_owner.split(":")[-2])  # host:pid:token
         os.kill(owner_pid, signal.SIGKILL)
         finished = wait_for_status(client, auth, job_id, "succeeded", timeout=120)
     assert finished["attempt"] == 2

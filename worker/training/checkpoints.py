@@ -43,8 +43,9 @@ class LoadedCheckpoint:
     state: TrainerState
 
 
-def checkpoint_key(job_id: str, step: int) -> str:
-    return f"{checkpoints_prefix(job_id)}/step-{step:08d}"
+def checkpoint_key(job_id: str, step: int, attempt: int) -> str:
+    """Each run writes under its own names, so a run that lost its lease can never overwrite another's."""
+    return f"{checkpoints_prefix(job_id)}/step-{step:08d}-attempt-{attempt}"
 
 
 def save_checkpoint(
@@ -70,7 +71,7 @@ def save_checkpoint(
     trainable = {name: p.detach().contiguous().cpu() for name, p in network.named_parameters() if p.requires_grad}
     save_file(trainable, str(folder / TRAINABLE_WEIGHTS))
     torch.save(optimizer.state_dict(), folder / OPTIMIZER_STATE)
-    save_file({"torch_cpu": torch.get_rng_state()}, str(folder / RNG_STATE))
+    save_file(_random_generator_states(), str(folder / RNG_STATE))
     state = TrainerState(
         step=step,
         epoch=epoch,
@@ -94,12 +95,29 @@ def load_checkpoint(folder: Path) -> LoadedCheckpoint:
     if not is_complete(folder):
         raise ValueError(f"{folder} is not a complete checkpoint")
     state = json.loads((folder / TRAINER_STATE).read_text(encoding="utf-8"))
+    state.setdefault("batches_into_epoch", 0)  # checkpoints written before mid-epoch ones existed
     return LoadedCheckpoint(
         trainable_weights=load_trainable_weights(folder),
         optimizer=torch.load(folder / OPTIMIZER_STATE, weights_only=True),
         rng=load_file(str(folder / RNG_STATE)),
         state=TrainerState(**state),
     )
+
+
+def _random_generator_states() -> dict[str, torch.Tensor]:
+    """torch's CPU generator and, on a GPU machine, each device's: dropout draws from the latter there."""
+    states = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            states[f"cuda_{index}"] = state
+    return states
+
+
+def restore_random_generators(states: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(states["torch_cpu"])
+    cuda_states = [states[f"cuda_{index}"] for index in range(len(states)) if f"cuda_{index}" in states]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
 
 
 def restore_python_random_state(state: list[Any]) -> None:

@@ -31,6 +31,7 @@ class TrainingConfig:
     hyperparameters: ResolvedHyperparameters
     training_file: DataFile
     validation_file: DataFile | None
+    attempt: int = 1  # the run this configuration was loaded for
 
     @classmethod
     def from_rows(
@@ -51,4 +52,5 @@ class TrainingConfig:
             hyperparameters=ResolvedHyperparameters(**job.hyperparameters),
             training_file=data_file(training),
             validation_file=data_file(validation) if validation else None,
+            attempt=job.attempt,
         )

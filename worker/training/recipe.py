@@ -21,6 +21,7 @@ from worker.training.checkpoints import (
     checkpoint_key,
     load_checkpoint,
     restore_python_random_state,
+    restore_random_generators,
     save_checkpoint,
 )
 from worker.training.config import TrainingConfig
@@ -152,7 +153,7 @@ class FineTuningRecipe:
         self.network.load_state_dict(checkpoint.trainable_weights, strict=False)
         self.optimizer.load_state_dict(checkpoint.optimizer)
         self.scheduler.load_state_dict(checkpoint.state.scheduler)
-        torch.set_rng_state(checkpoint.rng["torch_cpu"])
+        restore_random_generators(checkpoint.rng)
         restore_python_random_state(checkpoint.state.python_random_state)
         self.position = TrainingPosition(
             epochs_done=checkpoint.state.epoch,
@@ -302,7 +303,7 @@ class FineTuningRecipe:
         trained_tokens: int,
     ) -> None:
         """Publish a checkpoint; `epoch` counts finished epochs, `batches_into_epoch` the next one's done batches."""
-        key = checkpoint_key(self.config.job_id, step)
+        key = checkpoint_key(self.config.job_id, step, self.config.attempt)
         try:
             save_checkpoint(
                 self.store,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -254,3 +255,13 @@ def test_an_archive_that_does_not_read_back_whole_is_refused_before_it_is_publis
         handle.truncate(20_000)
     with pytest.raises(OSError, match="archive"):
         verify_archive(archive, folder, ["model.safetensors"])
+
+
+def test_a_checkpoint_from_before_mid_epoch_checkpoints_still_resumes(make_config: Any, tmp_path: Path) -> None:
+    recipe, reporter = run_recipe(make_config(StrategyType.feature_extraction, epochs=1), tmp_path)
+    folder = ArtifactStore(tmp_path).path(reporter.checkpoints[0]["blob_key"])
+    state = json.loads((folder / "trainer_state.json").read_text())
+    del state["batches_into_epoch"]  # the older format
+    (folder / "trainer_state.json").write_text(json.dumps(state))
+    assert recipe.resume(folder) == 8
+    assert recipe.position.batches_into_epoch == 0
