@@ -12,6 +12,8 @@ jobs the broker lost (worker.reconciler).
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 from celery.signals import worker_ready
 
@@ -21,6 +23,7 @@ from models.storage import ArtifactStore
 from worker.reconciler import reconcile_jobs, remove_stale_temporaries, start_sweeper
 
 EMBEDDED_BROKER_POLL_SECONDS = 0.2
+logger = logging.getLogger(__name__)
 
 
 def create_celery_app(settings: Settings) -> Celery:
@@ -49,9 +52,8 @@ def create_celery_app(settings: Settings) -> Celery:
 
 @worker_ready.connect
 def _reconcile_on_start(**_: object) -> None:
+    """Start the sweeper first: a database or broker hiccup at start must not leave this worker without one."""
     settings = get_settings()
-    reconcile_jobs(settings.database_url, settings.broker_url, max_attempts=settings.max_attempts)
-    remove_stale_temporaries(ArtifactStore(settings.artifacts))
     start_sweeper(
         settings.database_url,
         settings.broker_url,
@@ -59,6 +61,11 @@ def _reconcile_on_start(**_: object) -> None:
         interval_seconds=settings.sweep_interval_seconds,
         requeue_after_seconds=settings.requeue_after_seconds,
     )
+    try:
+        reconcile_jobs(settings.database_url, settings.broker_url, max_attempts=settings.max_attempts)
+    except Exception:  # the sweeper repairs the same things within an interval
+        logger.exception("reconciling at start failed; the sweeper will catch up")
+    remove_stale_temporaries(ArtifactStore(settings.artifacts))
 
 
 celery_app = create_celery_app(get_settings())
