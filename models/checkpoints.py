@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from models import events
 from models.errors import InvalidRequest
 from models.ids import IdPrefix, is_well_formed, new_id
 from models.jobs import ensure_run_owns_job, fine_tuned_model_name
+from models.states import JobStatus
 from models.tables import Checkpoint, Job
 
 EPOCH_END = "epoch"
@@ -95,3 +96,20 @@ def checkpoint_model_name(job: Job, checkpoint: Checkpoint) -> str:
 
 def describe_metrics(metrics: dict[str, Any]) -> str:
     return ", ".join(f"{name}={value:.4f}" for name, value in sorted(metrics.items()) if isinstance(value, float))
+
+
+def ended_jobs_with_checkpoints(session: Session, *, limit: int = 100) -> list[str]:
+    """Jobs that failed or were cancelled but still hold checkpoints (resume state nobody can use)."""
+    return list(
+        session.scalars(
+            select(Job.id)
+            .where(Job.status.in_([JobStatus.failed.value, JobStatus.cancelled.value]))
+            .where(Job.id.in_(select(Checkpoint.job_id)))
+            .limit(limit)
+        )
+    )
+
+
+def forget_checkpoints(session: Session, job_id: str) -> None:
+    """Delete the checkpoint rows of a job that ended; delete its files (checkpoints_prefix) first. No commit."""
+    session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))

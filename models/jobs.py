@@ -20,7 +20,7 @@ from models.hyperparameters import resolve_hyperparameters, resolve_strategy
 from models.ids import IdPrefix, is_well_formed, new_id
 from models.quotas import TenantQuotas, ensure_job_slot
 from models.schemas import FilePurpose, FileStatus, JobCreate
-from models.states import JobStatus, sources_of
+from models.states import TERMINAL_STATUSES, JobStatus, sources_of
 from models.tables import File, Job, utc_now
 
 MIN_CLASSES = 2
@@ -412,6 +412,11 @@ def hand_back_job(session: Session, job_id: str, attempt: int, *, step: int) -> 
             data={"step": step} if step >= 0 else None,
         )
     return handed_back
+
+
+def has_ended(session: Session, job_id: str) -> bool:
+    job = session.get(Job, job_id)
+    return job is not None and JobStatus(job.status) in TERMINAL_STATUSES
 
 
 def succeeded_with_attempt(session: Session, job_id: str, attempt: int) -> bool:

@@ -60,6 +60,7 @@ def _reconcile_on_start(**_: object) -> None:
         max_attempts=settings.max_attempts,
         interval_seconds=settings.sweep_interval_seconds,
         requeue_after_seconds=settings.requeue_after_seconds,
+        store=ArtifactStore(settings.artifacts),
     )
     try:
         reconcile_jobs(settings.database_url, settings.broker_url, max_attempts=settings.max_attempts)

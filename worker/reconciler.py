@@ -12,7 +12,8 @@ import logging
 import threading
 from datetime import timedelta
 
-from models import jobs, queue
+from models import checkpoints, jobs, queue
+from models.artifacts import checkpoints_prefix
 from models.db import session_scope
 from models.storage import ArtifactStore
 from models.tables import utc_now
@@ -77,6 +78,18 @@ def recover_lost_runs(database_url: str, broker_url: str, *, max_attempts: int) 
     return recovered
 
 
+def remove_checkpoints_of_ended_jobs(database_url: str, store: ArtifactStore) -> list[str]:
+    """Delete the checkpoints of failed and cancelled jobs (a cancel through the API, a failed run):
+    they can never be resumed. Files first, then rows, so a crash in between is retried next sweep."""
+    with session_scope(database_url) as session:
+        ended = checkpoints.ended_jobs_with_checkpoints(session)
+    for job_id in ended:
+        store.delete(checkpoints_prefix(job_id))
+        with session_scope(database_url) as session:
+            checkpoints.forget_checkpoints(session, job_id)
+    return ended
+
+
 def start_sweeper(
     database_url: str,
     broker_url: str,
@@ -84,8 +97,10 @@ def start_sweeper(
     max_attempts: int,
     interval_seconds: float,
     requeue_after_seconds: float,
+    store: ArtifactStore,
 ) -> threading.Event:
-    """A daemon thread that, every `interval_seconds`, recovers lost runs and re-sends lost queued jobs.
+    """A daemon thread that, every `interval_seconds`, recovers lost runs, re-sends lost queued jobs
+    and clears the checkpoints of jobs that failed or were cancelled.
 
     Every worker runs one: compare-and-sets on the job row let exactly one of them act on a given
     job, so a job whose worker died is taken over by a live worker within a lease plus an
@@ -99,6 +114,7 @@ def start_sweeper(
             try:
                 recover_lost_runs(database_url, broker_url, max_attempts=max_attempts)
                 resend_lost_queued_jobs(database_url, broker_url, older_than_seconds=requeue_after_seconds)
+                remove_checkpoints_of_ended_jobs(database_url, store)
             except Exception:  # a database or broker hiccup: log it and try again next interval
                 logger.exception("sweep failed")
 

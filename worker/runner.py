@@ -232,6 +232,10 @@ def record_run_end(job_id: str, attempt: int, result: ChildResult, settings: Run
     if result.interruption is Interruption.lost_job:
         logger.info("job %s attempt %d stopped: cancelled or taken over", job_id, attempt)
         store.delete(run_outputs_prefix(job_id, attempt))
+        if run_transaction(settings.database_url, lambda session: jobs.has_ended(session, job_id)):
+            # A checkpoint the run published just before it was stopped has no row for the
+            # sweep's janitor to find; the job ended, so all of its resume state can go.
+            store.delete(checkpoints_prefix(job_id))
         return
     if payload.get("status") == "succeeded":
         # Finished before a pause or shutdown took effect: the result stands.

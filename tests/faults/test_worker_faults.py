@@ -232,15 +232,21 @@ def test_pause_checkpoints_a_running_job_and_frees_its_worker_and_resume_ends_as
     assert last_validation(events) == pytest.approx(reference_validation)
 
 
-def test_a_cancelled_running_job_frees_its_process_within_seconds_and_publishes_nothing(
+def test_a_cancelled_running_job_frees_its_process_within_seconds_and_keeps_nothing(
     client: TestClient, auth: dict[str, str], tiny_bert: str, settings: Settings, files: tuple[str, str], tmp_path: Path
 ) -> None:
     job_id = create_job(client, auth, tiny_bert, files, n_epochs=50)
     with running_worker(settings, tmp_path / "worker.log"):
-        wait_for(lambda: (job_of(client, auth, job_id).get("progress") or {}).get("step", 0) > 0, timeout=90)
+        wait_for(
+            lambda: client.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints", headers=auth).json()["data"],
+            timeout=90,
+            what="a first checkpoint",
+        )
         assert training_processes(job_id)
         assert client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel", headers=auth).json()["status"] == "cancelled"
         wait_for(lambda: not training_processes(job_id), timeout=2 * settings.heartbeat_seconds + 2, what="exit")
+        checkpoints = settings.artifacts / "jobs" / job_id / "checkpoints"
+        wait_for(lambda: not checkpoints.exists(), timeout=10, what="the cancelled job's checkpoints to go")
     job = job_of(client, auth, job_id)
     assert (job["status"], job["fine_tuned_model"]) == ("cancelled", None)
     assert client.get(f"/v1/fine_tuning/jobs/{job_id}/weights", headers=auth).status_code in (404, 409)

@@ -10,6 +10,7 @@ from sqlalchemy import update
 from models import queue
 from models.db import session_scope
 from models.settings import Settings
+from models.storage import ArtifactStore
 from models.tables import Job, utc_now
 from tests.models.test_jobs import new_job  # noqa: F401  (fixture)
 from worker.reconciler import resend_lost_queued_jobs
@@ -64,3 +65,35 @@ def test_when_some_messages_were_lost_every_long_queued_job_is_sent_again(
     drain(settings)
     queue.enqueue_job_run(settings.broker_url, young)  # one message for two queued jobs
     assert resend_lost_queued_jobs(settings.database_url, settings.broker_url, older_than_seconds=60) == [old]
+
+
+def checkpoint_a_run(settings: Settings, job_id: str) -> str:
+    """Claim the job and record one published checkpoint, as a run would; returns its blob key."""
+    from models import checkpoints, jobs
+
+    key = f"jobs/{job_id}/checkpoints/step-00000004-attempt-1"
+    (settings.artifacts / key).mkdir(parents=True)
+    (settings.artifacts / key / "COMPLETE").write_text("")
+    with session_scope(settings.database_url) as session:
+        assert jobs.claim_job(session, job_id, owner="w:1:t", lease_seconds=30) == 1
+        checkpoints.record_checkpoint(session, job_id, 1, step=4, epoch=0, metrics={}, blob_key=key, kind="stop")
+    return key
+
+
+def test_the_checkpoints_of_a_cancelled_job_are_cleared_and_a_paused_jobs_are_kept(
+    settings: Settings,
+    new_job: Callable[[], str],  # noqa: F811
+) -> None:
+    from models import jobs
+    from worker.reconciler import remove_checkpoints_of_ended_jobs
+
+    cancelled, paused = new_job(), new_job()
+    cancelled_key, paused_key = checkpoint_a_run(settings, cancelled), checkpoint_a_run(settings, paused)
+    with session_scope(settings.database_url) as session:
+        tenant_id = session.get(Job, cancelled).tenant_id  # type: ignore[union-attr]
+        jobs.cancel_job(session, tenant_id, cancelled)
+        assert jobs.pause_run(session, paused, 1, step=4)
+    store = ArtifactStore(settings.artifacts)
+    assert remove_checkpoints_of_ended_jobs(settings.database_url, store) == [cancelled]
+    assert not store.exists(cancelled_key) and store.exists(paused_key)
+    assert remove_checkpoints_of_ended_jobs(settings.database_url, store) == []  # nothing left to do

@@ -225,7 +225,7 @@ class FineTuningRecipe:
                         train_loss=float(loss.item()),
                         learning_rate=float(self.scheduler.get_last_lr()[0]),
                         samples_per_second=samples_seen / elapsed,
-                        tokens_per_second=trained_tokens / elapsed,
+                        tokens_per_second=(trained_tokens - self.position.trained_tokens) / elapsed,
                         trained_tokens=trained_tokens,
                     )
                 )
