@@ -186,7 +186,8 @@ def test_no_key_and_no_dataset_text_reaches_a_log_or_an_event(
         assert training.status_code == validation.status_code == 200, (training.text, validation.text)
         refused = upload(jsonl_bytes(marked_rows(3)) + f'{{"text": "{ROW_MARKERS[0]} broken"}}\n'.encode(), "bad.jsonl")
         assert refused.status_code == 400
-        wrong_key = httpx.get(f"{api.base_url}/v1/files", headers={"authorization": f"Bearer {key[:-1]}X"})
+        almost_the_key = key[:-1] + ("Y" if key.endswith("X") else "X")  # one character off, never the key itself
+        wrong_key = httpx.get(f"{api.base_url}/v1/files", headers={"authorization": f"Bearer {almost_the_key}"})
         assert wrong_key.status_code == 401
 
         created = httpx.post(
