@@ -169,7 +169,8 @@ def test_worker_shutdown_hands_the_running_job_back_and_the_next_worker_runs_it(
     events = client.get(f"/v1/fine_tuning/jobs/{job_id}/events", headers=auth).json()["data"]
     assert events[0]["message"].startswith("Worker shutting down: attempt 1 stopped at step")
     stopped_at = events[0]["data"]["step"]
-    assert events[1]["message"].startswith(f"Checkpoint saved at step {stopped_at} (stop checkpoint")
+    # A stop checkpoint at that step, or the epoch-end one when the stop came right after it.
+    assert events[1]["message"].startswith(f"Checkpoint saved at step {stopped_at} (")
 
     with running_worker(settings, tmp_path / "second.log"):
         job = wait_for_status(client, auth, job_id, "succeeded", timeout=120)
