@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from models import catalog, events
 from models.data_formats import ordered_labels
@@ -496,16 +497,16 @@ def queued_job_count(session: Session) -> int:
     return int(session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.queued.value)) or 0)
 
 
+def _sent_before(cutoff: datetime) -> ColumnElement[bool]:
+    """The job's message went to the broker before `cutoff`, or was never recorded as sent."""
+    return Job.enqueued_at.is_(None) | (Job.enqueued_at < cutoff)
+
+
 def queued_job_ids_sent_before(session: Session, cutoff: datetime) -> list[str]:
     """Queued jobs whose message went to the broker before `cutoff` (or was never recorded as sent)."""
     return list(
         session.scalars(
-            select(Job.id)
-            .where(
-                Job.status == JobStatus.queued.value,
-                (Job.enqueued_at.is_(None)) | (Job.enqueued_at < cutoff),
-            )
-            .order_by(Job.created_at)
+            select(Job.id).where(Job.status == JobStatus.queued.value, _sent_before(cutoff)).order_by(Job.created_at)
         )
     )
 
@@ -533,11 +534,7 @@ def claim_resend(session: Session, job_id: str, cutoff: datetime) -> bool:
     that should send it again, so workers sweeping at the same moment send it once. Does not commit."""
     result = session.execute(
         update(Job)
-        .where(
-            Job.id == job_id,
-            Job.status == JobStatus.queued.value,
-            (Job.enqueued_at.is_(None)) | (Job.enqueued_at < cutoff),
-        )
+        .where(Job.id == job_id, Job.status == JobStatus.queued.value, _sent_before(cutoff))
         .values(enqueued_at=utc_now())
         .execution_options(synchronize_session=False)
     )

@@ -19,7 +19,7 @@ from safetensors.torch import load
 
 from models.db import session_scope
 from models.settings import Settings
-from models.tables import Job
+from models.tables import Job, utc_now
 from tests.processes import REPO_ROOT, running_worker, training_processes, wait_for
 
 pytestmark = pytest.mark.fault
@@ -186,8 +186,6 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_the_allowed_losses(
 
 
 def job_is_expired(settings: Settings, job_id: str) -> bool:
-    from models.tables import utc_now
-
     with session_scope(settings.database_url) as session:
         job = session.get(Job, job_id)
         assert job is not None

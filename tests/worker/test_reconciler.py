@@ -7,13 +7,13 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from models import queue
+from models import checkpoints, jobs, queue
 from models.db import session_scope
 from models.settings import Settings
 from models.storage import ArtifactStore
 from models.tables import Job, utc_now
 from tests.models.test_jobs import new_job  # noqa: F401  (fixture)
-from worker.reconciler import resend_lost_queued_jobs
+from worker.reconciler import remove_checkpoints_of_ended_jobs, resend_lost_queued_jobs
 
 
 def sent_long_ago(settings: Settings, job_id: str) -> None:
@@ -69,8 +69,6 @@ def test_when_some_messages_were_lost_every_long_queued_job_is_sent_again(
 
 def checkpoint_a_run(settings: Settings, job_id: str) -> str:
     """Claim the job and record one published checkpoint, as a run would; returns its blob key."""
-    from models import checkpoints, jobs
-
     key = f"jobs/{job_id}/checkpoints/step-00000004-attempt-1"
     (settings.artifacts / key).mkdir(parents=True)
     (settings.artifacts / key / "COMPLETE").write_text("")
@@ -84,9 +82,6 @@ def test_the_checkpoints_of_a_cancelled_job_are_cleared_and_a_paused_jobs_are_ke
     settings: Settings,
     new_job: Callable[[], str],  # noqa: F811
 ) -> None:
-    from models import jobs
-    from worker.reconciler import remove_checkpoints_of_ended_jobs
-
     cancelled, paused = new_job(), new_job()
     cancelled_key, paused_key = checkpoint_a_run(settings, cancelled), checkpoint_a_run(settings, paused)
     with session_scope(settings.database_url) as session:
