@@ -38,7 +38,6 @@ class DatabaseReporter:
         self._store = store
         self._job_id = job_id
         self._attempt = attempt
-        self._created = time.perf_counter()
         self._last_write = 0.0
         self._loss_sum = 0.0
         self._loss_steps = 0
@@ -79,8 +78,6 @@ class DatabaseReporter:
             return
         data: dict[str, Any] = progress.as_dict()
         data["train_loss"] = self._loss_sum / self._loss_steps
-        if progress.step == 1:
-            data["seconds_to_first_step"] = now - self._created
         self._loss_sum, self._loss_steps, self._last_write = 0.0, 0, now
         percent = round(100.0 * progress.step / max(progress.total_steps, 1), 2)
 

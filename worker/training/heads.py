@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
-from torch.utils.data import Dataset
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    DataCollatorWithPadding,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -18,35 +15,25 @@ from transformers import (
 from models.data_formats import iter_records
 from models.schemas import Task
 from worker.training.config import DataFile, TrainingConfig
+from worker.training.examples import TokenisedExamples, from_lists
 from worker.training.metrics import accuracy, macro_f1
-
-Batch = dict[str, torch.Tensor]
-
-
-class EncodedExamples(Dataset[dict[str, Any]]):
-    """Tokenised examples held as Python lists; padding happens per batch."""
-
-    def __init__(self, features: dict[str, list[Any]]) -> None:
-        self._features = features
-        self._length = len(next(iter(features.values())))
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return {name: values[index] for name, values in self._features.items()}
+from worker.training.model_pool import Template, new_module_names
 
 
 class TaskAdapter(Protocol):
     def load_tokenizer(self, config: TrainingConfig) -> PreTrainedTokenizerBase: ...
 
-    def load_network(self, config: TrainingConfig) -> PreTrainedModel: ...
+    def load_template(self, config: TrainingConfig) -> Template:
+        """The base model with this task's head for the config's labels (model_pool copies it per job)."""
+        ...
 
-    def encode_file(
+    def label_network(self, network: PreTrainedModel, config: TrainingConfig) -> None:
+        """Write the job's label names into the network's config (they go into the exported model)."""
+        ...
+
+    def tokenise_file(
         self, data_file: DataFile, tokenizer: PreTrainedTokenizerBase, config: TrainingConfig
-    ) -> EncodedExamples: ...
-
-    def collator(self, tokenizer: PreTrainedTokenizerBase) -> Callable[[list[dict[str, Any]]], Batch]: ...
+    ) -> TokenisedExamples: ...
 
     def metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]: ...
 
@@ -57,22 +44,25 @@ class TextClassification:
     def load_tokenizer(self, config: TrainingConfig) -> PreTrainedTokenizerBase:
         return AutoTokenizer.from_pretrained(config.base_model_location, trust_remote_code=config.trust_remote_code)
 
-    def load_network(self, config: TrainingConfig) -> PreTrainedModel:
-        names = [str(label) for label in config.label_names]
-        network: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(
+    def load_template(self, config: TrainingConfig) -> Template:
+        network, loading = AutoModelForSequenceClassification.from_pretrained(
             config.base_model_location,
-            num_labels=len(names),
-            id2label=dict(enumerate(names)),
-            label2id={name: index for index, name in enumerate(names)},
+            num_labels=len(config.label_names),
             problem_type="single_label_classification",
             trust_remote_code=config.trust_remote_code,
             use_safetensors=True,
+            output_loading_info=True,
         )
-        return network
+        return Template(network, new_module_names(loading["missing_keys"]))
 
-    def encode_file(
+    def label_network(self, network: PreTrainedModel, config: TrainingConfig) -> None:
+        names = [str(label) for label in config.label_names]
+        network.config.id2label = dict(enumerate(names))
+        network.config.label2id = {name: index for index, name in enumerate(names)}
+
+    def tokenise_file(
         self, data_file: DataFile, tokenizer: PreTrainedTokenizerBase, config: TrainingConfig
-    ) -> EncodedExamples:
+    ) -> TokenisedExamples:
         label_ids = {str(label): index for index, label in enumerate(config.label_names)}
         texts: list[str] = []
         pairs: list[str] = []
@@ -88,12 +78,13 @@ class TextClassification:
             truncation=True,
             max_length=config.hyperparameters.max_length,
         )
-        features = {name: list(values) for name, values in encoded.items()}
-        features["labels"] = labels
-        return EncodedExamples(features)
-
-    def collator(self, tokenizer: PreTrainedTokenizerBase) -> Callable[[list[dict[str, Any]]], Batch]:
-        return DataCollatorWithPadding(tokenizer, return_tensors="pt")
+        token_fields = {name: values for name, values in encoded.items() if name != "attention_mask"}
+        return from_lists(
+            token_fields,
+            {"labels": labels},
+            pad_values={"input_ids": tokenizer.pad_token_id or 0},
+            padding_side="left" if tokenizer.padding_side == "left" else "right",
+        )
 
     def metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         predictions = logits.argmax(dim=-1)

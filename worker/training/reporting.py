@@ -18,6 +18,8 @@ class StepProgress:
     samples_per_second: float
     tokens_per_second: float
     trained_tokens: int
+    seconds_to_first_step: float = 0.0  # from the training process taking the job to its first optimiser step
+    peak_memory_bytes: int = 0  # GPU memory allocated on CUDA, the process's resident set on CPU
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

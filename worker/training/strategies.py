@@ -35,6 +35,9 @@ class ParameterGroup:
 class FreezePlan:
     frozen: list[nn.Module]
     groups: list[ParameterGroup] = field(default_factory=list)
+    # The frozen prefix: all embeddings and this many of the lowest layers (0 when the embeddings train).
+    frozen_layers: int = 0
+    layers: list[nn.Module] = field(default_factory=list)
 
 
 def split_network(network: nn.Module, num_layers: int) -> NetworkParts:
@@ -95,6 +98,8 @@ def _feature_extraction(parts: NetworkParts, strategy: ResolvedStrategy) -> Free
     return FreezePlan(
         frozen=[*parts.embeddings, *parts.layers, *parts.body_top],
         groups=[ParameterGroup(parts.head, 1.0)],
+        frozen_layers=len(parts.layers),
+        layers=parts.layers,
     )
 
 
@@ -104,6 +109,8 @@ def _partial(parts: NetworkParts, strategy: ResolvedStrategy) -> FreezePlan:
     return FreezePlan(
         frozen=[*parts.embeddings, *parts.layers[:boundary]],
         groups=[ParameterGroup([*parts.layers[boundary:], *parts.body_top, *parts.head], 1.0)],
+        frozen_layers=boundary,
+        layers=parts.layers,
     )
 
 

@@ -74,7 +74,7 @@ def test_pickled_weights_beside_safetensors_are_never_unpickled(
     config = type(config)(**{**config.__dict__, "base_model_location": str(folder)})
     task = TextClassification()
     task.load_tokenizer(config)
-    network = task.load_network(config)
+    network = task.load_template(config).network
     assert network.config.num_labels == 2
     assert not marker.exists()
 
@@ -89,7 +89,7 @@ def test_a_folder_whose_safetensors_vanished_is_not_loaded_from_its_pickle(
     config = make_config()
     config = type(config)(**{**config.__dict__, "base_model_location": str(folder)})
     with pytest.raises(OSError, match="no file named model.safetensors"):
-        TextClassification().load_network(config)
+        TextClassification().load_template(config)
     assert not marker.exists()
 
 
@@ -102,7 +102,7 @@ def test_a_model_needing_remote_code_fails_to_load_and_its_code_never_runs(
     config = type(config)(**{**config.__dict__, "base_model_location": str(folder)})
     assert config.trust_remote_code is False
     with pytest.raises(ValueError, match="contains custom code which must be executed"):
-        TextClassification().load_network(config)
+        TextClassification().load_template(config)
     assert not marker.exists()
 
 

@@ -1,0 +1,132 @@
+"""The worker's cache of data derived from uploaded files: token ids and frozen features.
+
+An entry is a folder of `.npy` arrays under `<root>/<file sha256>/<kind>-<key>`, where the key
+hashes everything the data depends on (tokenizer, model weights, max length, layer, precision).
+Entries are written under `<root>/.tmp` and renamed into place, so a reader sees a whole entry or
+none, and two workers computing the same entry cannot corrupt it. Reading an entry marks it used;
+the least recently used entries go when the cache outgrows its byte budget. Arrays are opened as
+memory maps (copy on write): a large entry costs address space, not memory, until it is read.
+
+Entries are named by the file's sha256, so a file's derived data can be purged with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+METADATA = "metadata.json"
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    folder: Path
+
+    def array_path(self, name: str) -> Path:
+        return self.folder / f"{name}.npy"
+
+
+def entry_key(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+class DerivedDataCache:
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+
+    def entry(self, file_sha256: str, kind: str, parts: dict[str, Any]) -> CacheEntry:
+        return CacheEntry(self.root / file_sha256 / f"{kind}-{entry_key(parts)}")
+
+    def load(self, entry: CacheEntry) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The entry's arrays (memory-mapped) and metadata, or None when it is absent or unreadable."""
+        try:
+            metadata = json.loads((entry.folder / METADATA).read_text(encoding="utf-8"))
+            arrays = {
+                name: torch.from_numpy(np.load(entry.array_path(name), mmap_mode="c")) for name in metadata["arrays"]
+            }
+        except (OSError, ValueError, KeyError):
+            return None
+        os.utime(entry.folder)  # least recently used goes first
+        return arrays, metadata
+
+    def staging_folder(self) -> Path:
+        folder = self.root / ".tmp" / uuid.uuid4().hex
+        folder.mkdir(parents=True)
+        return folder
+
+    def publish(self, staging: Path, entry: CacheEntry, arrays: Iterable[str], metadata: dict[str, Any]) -> None:
+        """Move a staging folder whose `.npy` files are written into place; a concurrent writer's copy wins ties."""
+        (staging / METADATA).write_text(json.dumps({**metadata, "arrays": list(arrays)}), encoding="utf-8")
+        entry.folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            staging.rename(entry.folder)
+        except OSError:  # another process published the same entry first
+            shutil.rmtree(staging, ignore_errors=True)
+        self.evict_to_budget(keep=entry)
+
+    def store(self, entry: CacheEntry, arrays: dict[str, torch.Tensor], metadata: dict[str, Any]) -> bool:
+        """Write small arrays; returns False (and writes nothing) when they don't fit the budget or the disk."""
+        size = sum(array.numel() * array.element_size() for array in arrays.values())
+        if not self.has_room_for(size):
+            return False
+        staging = self.staging_folder()
+        try:
+            for name, array in arrays.items():
+                np.save(staging / f"{name}.npy", array.numpy())
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            return False
+        self.publish(staging, entry, arrays, metadata)
+        return True
+
+    def has_room_for(self, size_bytes: int) -> bool:
+        if size_bytes > self.max_bytes:
+            return False
+        self.root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.root).free
+        return size_bytes + _DISK_HEADROOM_BYTES < free
+
+    def evict_to_budget(self, keep: CacheEntry | None = None) -> list[Path]:
+        """Delete least recently used entries until the cache fits its budget; returns what went."""
+        entries = [folder for folder in self.root.glob("*/*") if folder.is_dir() and folder.parent.name != ".tmp"]
+        sizes = {folder: _folder_bytes(folder) for folder in entries}
+        total = sum(sizes.values())
+        removed: list[Path] = []
+        for folder in sorted(entries, key=lambda folder: folder.stat().st_mtime):
+            if total <= self.max_bytes:
+                break
+            if keep is not None and folder == keep.folder:
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            total -= sizes[folder]
+            removed.append(folder)
+        return removed
+
+    def purge_files_except(self, live_sha256s: set[str]) -> list[str]:
+        """Delete the derived data of every file no longer stored; returns the purged sha256s."""
+        if not self.root.is_dir():
+            return []
+        purged = []
+        for folder in self.root.iterdir():
+            if folder.is_dir() and folder.name != ".tmp" and folder.name not in live_sha256s:
+                shutil.rmtree(folder, ignore_errors=True)
+                purged.append(folder.name)
+        return purged
+
+
+_DISK_HEADROOM_BYTES = 1024**3  # never fill the disk to the last gigabyte with a cache
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.iterdir() if path.is_file())

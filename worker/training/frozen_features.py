@@ -1,0 +1,193 @@
+"""Run the frozen bottom of a network once, then train only what sits above it.
+
+Under `feature_extraction` and `partial` the embeddings and the lowest layers are frozen and in eval
+mode: deterministic functions of the input. Their output at the freeze boundary (the hidden
+states leaving the last frozen layer) is therefore the same in every epoch, and computing it once,
+in inference mode and in length-sorted batches, replaces every later pass through those layers.
+
+While training on the cached states, the frozen layers' `forward` is swapped for a pass-through
+(the last one returns the cached states of the batch at hand), so the network's own forward, with
+its masks and head, runs unchanged above the boundary. The embeddings still run (a table lookup):
+that keeps the mechanism independent of how an architecture combines its embeddings.
+
+When only the first token's state reaches the head (BERT's pooler, a `[CLS]` head) — found out by
+asking autograd which positions the head's output depends on — only that token is kept: the
+cache of `feature_extraction` is then one vector per example.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from enum import StrEnum
+from typing import Any
+
+import torch
+from torch import nn
+
+from worker.training.batching import length_sorted_batches
+from worker.training.examples import Batch, TokenisedExamples
+
+PROBE_EXAMPLES = 8
+
+
+class FeaturePath(StrEnum):
+    """How a job's frozen part was handled; reported in its events."""
+
+    not_applicable = "not_applicable"  # nothing frozen below the trainable layers (full, layerwise_lr)
+    cached = "cached"  # computed once (or found in the cache), held in memory
+    memory_mapped = "memory_mapped"  # computed once, held in a file on disk and read as needed
+    recomputed = "recomputed"  # the frozen layers run at every step
+
+
+class _BoundaryReached(Exception):
+    """Raised by the hook on the last frozen layer: nothing above it needs computing."""
+
+
+class FrozenPrefix:
+    """The embeddings and `layers[:depth]` of a network whose parameters are all frozen."""
+
+    def __init__(self, network: nn.Module, layers: list[nn.Module], depth: int) -> None:
+        if not 1 <= depth <= len(layers):
+            raise ValueError(f"a frozen prefix needs 1 to {len(layers)} layers, not {depth}")
+        self.network = network
+        self.layers = layers
+        self.depth = depth
+        self.pending: torch.Tensor | None = None  # the cached states of the batch being trained on
+        self._layer_returns_tuple = False
+
+    @property
+    def last_layer(self) -> nn.Module:
+        return self.layers[self.depth - 1]
+
+    def boundary_states(self, inputs: Batch) -> torch.Tensor:
+        """The hidden states leaving the last frozen layer, for one padded batch; no layer above runs."""
+        captured: list[torch.Tensor] = []
+
+        def capture(_module: nn.Module, _args: Any, output: Any) -> None:
+            self._layer_returns_tuple = isinstance(output, tuple)
+            captured.append(output[0] if isinstance(output, tuple) else output)
+            raise _BoundaryReached
+
+        handle = self.last_layer.register_forward_hook(capture)
+        try:
+            self.network(**inputs)
+        except _BoundaryReached:
+            pass
+        finally:
+            handle.remove()
+        if not captured:
+            raise RuntimeError("the network's forward never reached its last frozen layer")
+        return captured[0]
+
+    @contextmanager
+    def replaced(self) -> Iterator[None]:
+        """Within the block the frozen layers don't compute: the last one returns `self.pending`."""
+
+        def pass_through(*args: Any, **kwargs: Any) -> Any:
+            hidden = args[0] if args else kwargs["hidden_states"]
+            return (hidden,) if self._layer_returns_tuple else hidden
+
+        def cached_states(*_args: Any, **_kwargs: Any) -> Any:
+            assert self.pending is not None, "set FrozenPrefix.pending before each forward"
+            return (self.pending,) if self._layer_returns_tuple else self.pending
+
+        for layer in self.layers[: self.depth - 1]:
+            layer.forward = pass_through
+        self.last_layer.forward = cached_states
+        try:
+            yield
+        finally:
+            for layer in self.layers[: self.depth]:
+                del layer.forward
+            self.pending = None
+
+    def head_reads_first_token_only(self, examples: TokenisedExamples, device: torch.device) -> bool:
+        """Whether the output of everything above the boundary depends on the first position alone.
+
+        Asks autograd on a few of the longest examples: the gradient of the logits with respect to
+        the boundary states must be non-zero at position 0 of every row and zero everywhere else.
+        """
+        if examples.padding_side != "right" or len(examples) == 0:
+            return False
+        longest = torch.sort(examples.lengths, descending=True, stable=True).indices[:PROBE_EXAMPLES].tolist()
+        inputs = {name: tensor.to(device) for name, tensor in examples.batch(longest).items() if name != "labels"}
+        was_training = self.network.training
+        self.network.eval()
+        try:
+            with torch.no_grad():
+                states = self.boundary_states(inputs)
+            states = states.detach().clone().requires_grad_(True)
+            with self.replaced(), torch.enable_grad():
+                self.pending = states
+                logits = self.network(**inputs).logits
+                (gradient,) = torch.autograd.grad(logits.float().sum(), states)
+        finally:
+            self.network.train(was_training)
+        touched = gradient.abs().sum(dim=-1) > 0
+        return bool(touched[:, 0].all()) and not bool(touched[:, 1:].any())
+
+
+class BoundaryFeatures:
+    """Boundary states of every example of a file: all tokens (flat, like the token ids) or the first only."""
+
+    def __init__(self, examples: TokenisedExamples, states: torch.Tensor, *, first_token_only: bool) -> None:
+        expected = len(examples) if first_token_only else examples.total_tokens
+        if states.shape[0] != expected:
+            raise ValueError(f"cached features hold {states.shape[0]} rows where {expected} are needed")
+        self.examples = examples
+        self.states = states
+        self.first_token_only = first_token_only
+
+    def batch(
+        self, indices: list[int], device: torch.device, *, pin_memory: bool = False
+    ) -> tuple[Batch, torch.Tensor]:
+        """The batch's inputs (cut to the first token when that is all the head reads) and its boundary states."""
+        batch = self.examples.batch(indices)
+        if self.first_token_only:
+            batch = {name: t[:, :1] if t.dim() == 2 else t for name, t in batch.items()}
+            states = self.states[indices].unsqueeze(1)
+        else:
+            mask = batch["attention_mask"].bool()
+            states = torch.zeros((*mask.shape, self.states.shape[-1]), dtype=self.states.dtype)
+            states[mask] = self.states[self.examples.flat_token_index(indices)]
+        if pin_memory:
+            batch = {name: tensor.pin_memory() for name, tensor in batch.items()}
+            states = states.pin_memory()
+        moved = {name: tensor.to(device, non_blocking=pin_memory) for name, tensor in batch.items()}
+        return moved, states.to(device, non_blocking=pin_memory)
+
+
+def compute_boundary_states(
+    prefix: FrozenPrefix,
+    examples: TokenisedExamples,
+    *,
+    first_token_only: bool,
+    batch_size: int,
+    device: torch.device,
+    allocate: Callable[[tuple[int, int]], torch.Tensor],
+    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
+) -> torch.Tensor:
+    """Run the frozen prefix over every example once; `allocate(shape)` gives the (float32) output tensor."""
+    was_training = prefix.network.training
+    prefix.network.eval()
+    output: torch.Tensor | None = None
+    try:
+        with torch.no_grad():
+            for indices in length_sorted_batches(examples.lengths, batch_size):
+                batch = examples.batch(indices)
+                inputs = {name: tensor.to(device) for name, tensor in batch.items() if name != "labels"}
+                with autocast():
+                    states = prefix.boundary_states(inputs).float().cpu()
+                if output is None:
+                    rows = len(examples) if first_token_only else examples.total_tokens
+                    output = allocate((rows, states.shape[-1]))
+                if first_token_only:
+                    output[indices] = states[:, 0]
+                else:
+                    output[examples.flat_token_index(indices)] = states[batch["attention_mask"].bool()]
+    finally:
+        prefix.network.train(was_training)
+    if output is None:
+        raise ValueError("no examples to compute features for")
+    return output
