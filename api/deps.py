@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Header
+import anyio.to_thread
+from anyio import CapacityLimiter
+from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
 from models import tenants
 from models.db import session_factory
 from models.errors import Unauthorized
-from models.settings import Settings, get_settings
+from models.settings import Settings
 from models.storage import ArtifactStore
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+async def get_app_settings(request: Request) -> Settings:
+    """The settings `create_app` was built with (async: no threadpool round trip for a lookup)."""
+    settings: Settings = request.app.state.settings
+    return settings
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
+    """A session per request. Creating one does no I/O; handlers usually end it themselves (api.routing)."""
     session = session_factory(settings.database_url)()
     try:
         yield session
     finally:
-        session.close()
+        if session.in_transaction():
+            # Rolling back is I/O: off the event loop, on a limiter of its own so that a full
+            # threadpool never delays handing a connection back (FastAPI does the same for its exits).
+            await anyio.to_thread.run_sync(session.close, limiter=CapacityLimiter(1))
+        else:
+            session.close()
 
 
 # scope="function": the session closes when the handler returns, before the response is sent, so

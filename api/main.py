@@ -29,8 +29,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Fine-tuning jobs for Hugging Face models, OpenAI-compatible.",
     )
-    if settings is not None:
-        app.dependency_overrides[get_settings] = lambda: settings
+    # Read once here, at the edge; requests get it from app.state (api.deps.get_app_settings).
+    app.state.settings = settings if settings is not None else get_settings()
     install_error_handlers(app)
     for router in (files.router, jobs.router, models.router):
         app.include_router(router, responses=COMMON_ERRORS)

@@ -10,13 +10,13 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
 from api.ranges import DOWNLOAD_RESPONSES, file_download
+from api.routing import SessionReleasingRoute
 from api.uploads import check_declared_size, receive_upload
 from models import files, quotas
 from models.quotas import UploadCap
 from models.schemas import MAX_LIST_LIMIT, ErrorResponse, FileDeleted, FileRead, ListPage
-from models.settings import Settings, get_settings
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+router = APIRouter(prefix="/v1/files", tags=["files"], route_class=SessionReleasingRoute)
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -37,7 +37,7 @@ _UPLOAD_BODY = {
 }
 
 
-def refuse_oversized_upload(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+def refuse_oversized_upload(request: Request, settings: SettingsDep) -> None:
     """Runs before authentication, so an oversized body is refused before anything else is done."""
     check_declared_size(request, quotas.service_upload_cap(settings))
 

@@ -9,11 +9,12 @@ from fastapi.responses import FileResponse
 
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
 from api.ranges import DOWNLOAD_RESPONSES, file_download
+from api.routing import SessionReleasingRoute
 from models import artifacts, checkpoints, events, jobs, queue, quotas
 from models.errors import ServiceUnavailable
 from models.schemas import MAX_LIST_LIMIT, CheckpointRead, ErrorResponse, EventRead, JobCreate, JobRead, ListPage
 
-router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], route_class=SessionReleasingRoute)
 
 LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)]
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import SessionDep, TenantDep
+from api.routing import SessionReleasingRoute
 from models import catalog, jobs
 from models.errors import NotFound
 from models.schemas import ListPage, ModelRead
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=SessionReleasingRoute)
 
 
 @router.get("")
