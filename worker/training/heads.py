@@ -17,14 +17,14 @@ from models.schemas import Task
 from worker.training.config import DataFile, TrainingConfig
 from worker.training.examples import TokenisedExamples, from_lists
 from worker.training.metrics import accuracy, macro_f1
-from worker.training.model_pool import Template, new_module_names
+from worker.training.model_pool import Template, TemplateKey, new_module_names
 
 
 class TaskAdapter(Protocol):
     def load_tokenizer(self, config: TrainingConfig) -> PreTrainedTokenizerBase: ...
 
-    def load_template(self, config: TrainingConfig) -> Template:
-        """The base model with this task's head for the config's labels (model_pool copies it per job)."""
+    def load_template(self, key: TemplateKey) -> Template:
+        """The base model with this task's head for `key.num_labels` labels (model_pool copies it per job)."""
         ...
 
     def label_network(self, network: PreTrainedModel, config: TrainingConfig) -> None:
@@ -44,12 +44,12 @@ class TextClassification:
     def load_tokenizer(self, config: TrainingConfig) -> PreTrainedTokenizerBase:
         return AutoTokenizer.from_pretrained(config.base_model_location, trust_remote_code=config.trust_remote_code)
 
-    def load_template(self, config: TrainingConfig) -> Template:
+    def load_template(self, key: TemplateKey) -> Template:
         network, loading = AutoModelForSequenceClassification.from_pretrained(
-            config.base_model_location,
-            num_labels=len(config.label_names),
+            key.location,
+            num_labels=key.num_labels,
             problem_type="single_label_classification",
-            trust_remote_code=config.trust_remote_code,
+            trust_remote_code=key.trust_remote_code,
             use_safetensors=True,
             output_loading_info=True,
         )

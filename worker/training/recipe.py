@@ -182,7 +182,7 @@ class FineTuningRecipe:
         template = pool.get(key) if pool is not None else None
         self.model_from_pool = template is not None
         if template is None:
-            template = self.task.load_template(self.config)
+            template = self.task.load_template(key)
             if pool is not None:
                 pool.add(key, template)
         self._seed_everything(self.config.seed)

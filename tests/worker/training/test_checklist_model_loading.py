@@ -14,7 +14,9 @@ from models import catalog
 from models.db import session_scope
 from models.errors import InvalidRequest
 from models.settings import Settings
+from worker.training.config import TrainingConfig
 from worker.training.heads import TextClassification
+from worker.training.model_pool import TemplateKey
 
 
 class _WritesMarkerWhenUnpickled:
@@ -25,6 +27,16 @@ class _WritesMarkerWhenUnpickled:
 
     def __reduce__(self) -> tuple[Any, tuple[str, str]]:
         return (open, (str(self.marker), "w"))
+
+
+def template_key(config: TrainingConfig) -> TemplateKey:
+    return TemplateKey(
+        task=config.task.value,
+        location=config.base_model_location,
+        fingerprint="",
+        num_labels=len(config.label_names),
+        trust_remote_code=config.trust_remote_code,
+    )
 
 
 def booby_trapped_pickle(marker: Path) -> bytes:
@@ -74,7 +86,7 @@ def test_pickled_weights_beside_safetensors_are_never_unpickled(
     config = type(config)(**{**config.__dict__, "base_model_location": str(folder)})
     task = TextClassification()
     task.load_tokenizer(config)
-    network = task.load_template(config).network
+    network = task.load_template(template_key(config)).network
     assert network.config.num_labels == 2
     assert not marker.exists()
 
@@ -89,7 +101,7 @@ def test_a_folder_whose_safetensors_vanished_is_not_loaded_from_its_pickle(
     config = make_config()
     config = type(config)(**{**config.__dict__, "base_model_location": str(folder)})
     with pytest.raises(OSError, match="no file named model.safetensors"):
-        TextClassification().load_template(config)
+        TextClassification().load_template(template_key(config))
     assert not marker.exists()
 
 
@@ -102,7 +114,7 @@ def test_a_model_needing_remote_code_fails_to_load_and_its_code_never_runs(
     config = type(config)(**{**config.__dict__, "base_model_location": str(folder)})
     assert config.trust_remote_code is False
     with pytest.raises(ValueError, match="contains custom code which must be executed"):
-        TextClassification().load_template(config)
+        TextClassification().load_template(template_key(config))
     assert not marker.exists()
 
 
