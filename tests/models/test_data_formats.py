@@ -132,3 +132,12 @@ def test_format_follows_the_extension_then_the_content(filename: str, first_byte
 def test_an_integer_too_long_to_convert_is_a_named_error_not_a_crash(tmp_path: Path) -> None:
     path = write(tmp_path, b'{"text": "a", "label": ' + b"9" * 5000 + b"}\n")
     assert error_of(path).startswith("line 1: invalid JSON")
+
+
+def test_records_the_fast_parser_refuses_are_judged_by_json_loads_exactly(tmp_path: Path) -> None:
+    # A lone surrogate escape: pydantic's parser refuses it, json.loads reads it; the file is valid.
+    lone = write(tmp_path, b'{"text": "a \\ud800 b", "label": "x"}\n{"text": "c", "label": "y"}\n')
+    assert [record.text for record in iter_records(lone, DataFormat.jsonl)] == ["a \ud800 b", "c"]
+    # An integer label past Python's digit limit: both refuse it, and the message is json.loads's.
+    huge = write(tmp_path, b'{"text": "a", "label": "x"}\n{"text": "b", "label": ' + b"7" * 5000 + b"}\n", "huge.jsonl")
+    assert error_of(huge).startswith("line 2: invalid JSON (Exceeds the limit (4300 digits)")
