@@ -134,6 +134,11 @@ def get_file_for_cursor(session: Session, tenant_id: str, after: str) -> File:
         raise InvalidRequest(f"after: {after!r} is not one of your files", param="after") from None
 
 
+def stored_sha256s(session: Session) -> set[str]:
+    """The content hashes of every file not deleted: data derived from any other may be purged."""
+    return set(session.scalars(select(File.sha256).where(File.deleted_at.is_(None)).distinct()))
+
+
 def delete_file(session: Session, tenant_id: str, file_id: str) -> File:
     """Mark a file deleted, which frees its bytes in the storage quota. Does not commit.
 

@@ -229,6 +229,24 @@ class ProgressRead(BaseModel):
     percent: float
 
 
+class PerformanceRead(BaseModel):
+    """How fast the latest run trains and what it holds; a Graft addition to the job object."""
+
+    samples_per_second: float | None = Field(None, description="Training examples per second since the run began.")
+    tokens_per_second: float | None = Field(None, description="Training tokens (padding excluded) per second.")
+    seconds_to_first_step: float | None = Field(
+        None, description="From the training process taking the job to its first optimiser step."
+    )
+    peak_memory_bytes: int | None = Field(
+        None, description="Peak GPU memory allocated by tensors on CUDA; the training process's peak RSS on CPU."
+    )
+    frozen_features: str | None = Field(
+        None,
+        description="How the frozen layers ran: computed once and held in memory (`cached`), in a file "
+        "(`memory_mapped`), at every step (`recomputed`), or `not_applicable` (nothing frozen).",
+    )
+
+
 class JobRead(BaseModel):
     object: Literal["fine_tuning.job"] = "fine_tuning.job"
     id: str
@@ -256,6 +274,7 @@ class JobRead(BaseModel):
     trainable_parameters: int | None
     total_parameters: int | None
     progress: ProgressRead | None
+    performance: PerformanceRead | None = None
     attempt: int
 
     @classmethod
@@ -290,6 +309,7 @@ class JobRead(BaseModel):
             trainable_parameters=job.trainable_parameters,
             total_parameters=job.total_parameters,
             progress=ProgressRead(**job.progress) if job.progress else None,
+            performance=PerformanceRead(**job.performance) if job.performance else None,
             attempt=job.attempt,
         )
 

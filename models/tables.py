@@ -153,6 +153,8 @@ class Job(Base):
     trainable_parameters: Mapped[int | None] = mapped_column(BigInteger, default=None)
     total_parameters: Mapped[int | None] = mapped_column(BigInteger, default=None)
     progress: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # The latest run's speed and footprint (models.schemas.PerformanceRead), written with its progress.
+    performance: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     result_files: Mapped[list[Any]] = mapped_column(default=list)
 
 

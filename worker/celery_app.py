@@ -22,6 +22,7 @@ from models.settings import Settings, get_settings
 from models.storage import ArtifactStore
 from worker import runner
 from worker.reconciler import reconcile_jobs, remove_stale_temporaries, start_sweeper
+from worker.training.data_cache import DerivedDataCache
 
 EMBEDDED_BROKER_POLL_SECONDS = 0.2
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def _reconcile_on_start(**_: object) -> None:
         interval_seconds=settings.sweep_interval_seconds,
         requeue_after_seconds=settings.requeue_after_seconds,
         store=ArtifactStore(settings.artifacts),
+        cache=DerivedDataCache(settings.worker_cache, settings.cache_max_bytes),
     )
     try:
         reconcile_jobs(settings.database_url, settings.broker_url, max_attempts=settings.max_attempts)

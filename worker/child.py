@@ -2,9 +2,10 @@
 
 Or started ahead of its job as a standby: `python -m worker.child --standby [TEMPLATES_JSON]`
 imports torch and transformers and loads the base models the worker used most recently (the
-model pool) while the worker is idle, then reads its one job as `["JOB_ID", "ATTEMPT", "RESULT_PATH"]` from
-a JSON line on stdin and renames itself to the command line above. Each job still has a process of its
-own (its crash, its memory, its GPU context end with it); only the waiting is done ahead.
+model pool) while the worker is idle, then reads its one job from stdin as a JSON line
+`["JOB_ID", "ATTEMPT", "RESULT_PATH", "HANDED_OVER_AT"]` and renames itself to the command line
+above. Each job still has a process of its own (its crash, its memory, its GPU context end with
+it); only the waiting is done ahead.
 
 It trains one job and writes how it ended to RESULT_PATH as JSON: {"status": "succeeded",
 "manifest", "trained_tokens"}, {"status": "failed", "code", "message"} or {"status": "stopped",
@@ -23,6 +24,7 @@ import logging
 import select
 import signal
 import sys
+import time
 import traceback
 from dataclasses import asdict
 from pathlib import Path
@@ -110,8 +112,15 @@ class StopSignal:
 
 
 def train_job(
-    settings: Settings, job_id: str, attempt: int, stop_signal: StopSignal, pool: ModelPool | None = None
+    settings: Settings,
+    job_id: str,
+    attempt: int,
+    stop_signal: StopSignal,
+    pool: ModelPool | None = None,
+    handed_over: float | None = None,
 ) -> dict[str, Any]:
+    """Train the job; `handed_over` (wall-clock) is when the runner gave it to this process."""
+    received = time.monotonic() - max(time.time() - handed_over, 0.0) if handed_over else time.monotonic()
     store = ArtifactStore(settings.artifacts)
     config = load_training_config(settings.database_url, job_id, store.root)
     database = DatabaseReporter(settings.database_url, job_id, attempt, store)
@@ -129,12 +138,22 @@ def train_job(
         ),
         accelerator=Accelerator.pick(compile_network=settings.torch_compile),
         model_pool=pool,
+        started=received,
     )
     recipe.setup()
     if recipe.model_from_pool:
         database.message("Base model taken from the worker's memory (loaded before the job arrived)")
     resume_from_latest_checkpoint(recipe, settings.database_url, store, database)
     trained_tokens = recipe.train()
+    if recipe.last_progress is not None:
+        performance = recipe.last_progress.performance()
+        database.message(
+            f"Trained at {performance['samples_per_second']:.1f} examples/s "
+            f"({performance['tokens_per_second']:.0f} tokens/s); first step "
+            f"{performance['seconds_to_first_step']:.2f} s after the job reached this process; peak memory "
+            f"{performance['peak_memory_bytes'] / 1024**2:.0f} MiB; frozen layers: {performance['frozen_features']}",
+            data=performance,
+        )
     manifest = recipe.export(weights_blob_key(job_id, attempt))
     database.message(f"Exported the fine-tuned model ({manifest.size_bytes} bytes, sha256 {manifest.sha256[:12]}…)")
     results = metrics_log.to_csv()
@@ -167,10 +186,11 @@ def main(argv: list[str]) -> int:
         if job_line is None:
             return EXIT_STOPPED
         argv = json.loads(job_line)
-        setproctitle(" ".join([sys.executable, "-m", "worker.child", *argv]))
+        setproctitle(" ".join([sys.executable, "-m", "worker.child", *argv[:3]]))
     job_id, attempt, result_path = argv[0], int(argv[1]), Path(argv[2])
+    handed_over = float(argv[3]) if len(argv) > 3 else None
     try:
-        result = train_job(settings, job_id, attempt, stop_signal, pool)
+        result = train_job(settings, job_id, attempt, stop_signal, pool, handed_over)
         exit_code = EXIT_SUCCEEDED
     except LeaseLost:
         logging.info("job %s: run %d no longer owns the job; stopping", job_id, attempt)

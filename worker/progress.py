@@ -87,6 +87,7 @@ class DatabaseReporter:
                 self._job_id,
                 self._attempt,
                 trained_tokens=progress.trained_tokens,
+                performance=progress.performance(),
                 progress={
                     "step": progress.step,
                     "total_steps": progress.total_steps,

@@ -12,11 +12,12 @@ import logging
 import threading
 from datetime import timedelta
 
-from models import checkpoints, jobs, queue
+from models import checkpoints, files, jobs, queue
 from models.artifacts import checkpoints_prefix
 from models.db import session_scope
 from models.storage import ArtifactStore
 from models.tables import utc_now
+from worker.training.data_cache import DerivedDataCache
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,21 @@ def remove_checkpoints_of_ended_jobs(database_url: str, store: ArtifactStore) ->
     return ended
 
 
+def purge_derived_data(database_url: str, cache: DerivedDataCache) -> list[str]:
+    """Delete the cached tokens and features of files no longer stored (deleted by their owner).
+
+    Token ids can be turned back into the text, so they go with the file. Also clears staging
+    folders that killed training processes left in the cache.
+    """
+    with session_scope(database_url) as session:
+        live = files.stored_sha256s(session)
+    purged = cache.purge_files_except(live)
+    cache.remove_stale_staging(STALE_TEMPORARY_SECONDS)
+    if purged:
+        logger.info("purged the cached data of %d deleted file(s)", len(purged))
+    return purged
+
+
 def start_sweeper(
     database_url: str,
     broker_url: str,
@@ -98,9 +114,10 @@ def start_sweeper(
     interval_seconds: float,
     requeue_after_seconds: float,
     store: ArtifactStore,
+    cache: DerivedDataCache | None = None,
 ) -> threading.Event:
-    """A daemon thread that, every `interval_seconds`, recovers lost runs, re-sends lost queued jobs
-    and clears the checkpoints of jobs that failed or were cancelled.
+    """A daemon thread that, every `interval_seconds`, recovers lost runs, re-sends lost queued jobs,
+    clears the checkpoints of jobs that failed or were cancelled and the cached data of deleted files.
 
     Every worker runs one: compare-and-sets on the job row let exactly one of them act on a given
     job, so a job whose worker died is taken over by a live worker within a lease plus an
@@ -115,6 +132,8 @@ def start_sweeper(
                 recover_lost_runs(database_url, broker_url, max_attempts=max_attempts)
                 resend_lost_queued_jobs(database_url, broker_url, older_than_seconds=requeue_after_seconds)
                 remove_checkpoints_of_ended_jobs(database_url, store)
+                if cache is not None:
+                    purge_derived_data(database_url, cache)
             except Exception:  # a database or broker hiccup: log it and try again next interval
                 logger.exception("sweep failed")
 

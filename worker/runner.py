@@ -184,7 +184,8 @@ def hand_job_to_training_process(job_arguments: list[str], settings: RunnerSetti
         process = _start_training_process([sys.executable, "-m", "worker.child", "--standby", "[]"], settings)
     assert process.stdin is not None
     try:
-        process.stdin.write((json.dumps(job_arguments) + "\n").encode())
+        # The hand-over time goes along: the job's time to first step counts from here.
+        process.stdin.write((json.dumps([*job_arguments, str(time.time())]) + "\n").encode())
         process.stdin.close()
     except BrokenPipeError:  # it died just now: its exit is what the supervisor will record
         logger.warning("the training process exited before it took its job")

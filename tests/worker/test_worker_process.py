@@ -94,6 +94,40 @@ def test_worker_trains_a_queued_job_to_succeeded_with_events_checkpoints_and_wei
     assert job["fine_tuned_model"] in models
 
 
+def test_a_second_job_on_a_warm_worker_reuses_its_base_model_and_cached_features_and_reports_its_speed(
+    client: TestClient, auth: dict[str, str], tiny_bert: str, worker: subprocess.Popen[bytes]
+) -> None:
+    training = upload_file(client, auth, jsonl_bytes(sentiment_rows(64)))
+    body = {
+        "model": tiny_bert,
+        "training_file": training,
+        "strategy": {"type": "feature_extraction"},
+        "hyperparameters": {"n_epochs": 1, "batch_size": 16},
+    }
+    first, second = [], []
+    for runs in (first, second):
+        job_id = client.post("/v1/fine_tuning/jobs", headers=auth, json=body).json()["id"]
+        job = wait_for_status(client, auth, job_id, "succeeded", timeout=120)
+        events = client.get(f"/v1/fine_tuning/jobs/{job_id}/events?limit=100", headers=auth).json()["data"]
+        runs.extend([job, [e["message"] for e in events], [e["data"] or {} for e in events]])
+
+    first_features = next(d for d in first[2] if "frozen_features" in d and "from_cache" in d)
+    second_features = next(d for d in second[2] if "frozen_features" in d and "from_cache" in d)
+    assert (first_features["frozen_features"], first_features["from_cache"]) == ("cached", False)
+    assert (second_features["frozen_features"], second_features["from_cache"]) == ("cached", True)
+    assert first_features["first_token_only"] is True  # BERT's pooler reads [CLS] alone
+    # The standby process that took the second job had loaded the first job's base model before it arrived.
+    assert not any("Base model taken from the worker's memory" in m for m in first[1])
+    assert any("Base model taken from the worker's memory" in m for m in second[1])
+    for job in (first[0], second[0]):
+        performance = job["performance"]
+        assert performance["samples_per_second"] > 0 and performance["tokens_per_second"] > 0
+        assert 0 < performance["seconds_to_first_step"] < 60
+        assert performance["peak_memory_bytes"] > 10 * 1024**2
+        assert performance["frozen_features"] == "cached"
+    assert any(m.startswith("Trained at ") for m in second[1])
+
+
 @pytest.mark.fault
 def test_cancel_stops_a_running_job_within_seconds_and_publishes_no_weights(
     client: TestClient, auth: dict[str, str], tiny_bert: str, worker: subprocess.Popen[bytes]

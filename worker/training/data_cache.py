@@ -7,7 +7,9 @@ none, and two workers computing the same entry cannot corrupt it. Reading an ent
 the least recently used entries go when the cache outgrows its byte budget. Arrays are opened as
 memory maps (copy on write): a large entry costs address space, not memory, until it is read.
 
-Entries are named by the file's sha256, so a file's derived data can be purged with it.
+Entries are named by the file's sha256, so a file's derived data can be purged with it. The
+Celery process purges (worker.reconciler) and must not load torch, so torch is imported only
+where arrays are read.
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 METADATA = "metadata.json"
 
@@ -50,6 +55,8 @@ class DerivedDataCache:
 
     def load(self, entry: CacheEntry) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         """The entry's arrays (memory-mapped) and metadata, or None when it is absent or unreadable."""
+        import torch
+
         try:
             metadata = json.loads((entry.folder / METADATA).read_text(encoding="utf-8"))
             arrays = {
@@ -123,6 +130,19 @@ class DerivedDataCache:
                 shutil.rmtree(folder, ignore_errors=True)
                 purged.append(folder.name)
         return purged
+
+    def remove_stale_staging(self, older_than_seconds: float) -> int:
+        """Delete staging folders that writers killed mid-write left behind; returns the count."""
+        staging = self.root / ".tmp"
+        if not staging.is_dir():
+            return 0
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for folder in staging.iterdir():
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed
 
 
 _DISK_HEADROOM_BYTES = 1024**3  # never fill the disk to the last gigabyte with a cache

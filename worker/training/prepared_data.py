@@ -8,7 +8,6 @@ freeze depth, the pooling the head needs and the numeric precision.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -196,16 +195,3 @@ def _memory_mapped_output(path: Path, shape: tuple[int, int]) -> torch.Tensor:
     """A float32 tensor backed by a new .npy file; what is written to it lands in the file."""
     mapped = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
     return torch.from_numpy(mapped)
-
-
-def remove_stale_staging(cache_root: Path, older_than_seconds: float, now: float) -> int:
-    """Delete staging folders a killed training process left behind; returns the count."""
-    staging = cache_root / ".tmp"
-    if not staging.is_dir():
-        return 0
-    removed = 0
-    for folder in staging.iterdir():
-        if now - folder.stat().st_mtime > older_than_seconds:
-            shutil.rmtree(folder, ignore_errors=True) if folder.is_dir() else os.unlink(folder)
-            removed += 1
-    return removed

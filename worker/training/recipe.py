@@ -107,6 +107,7 @@ class FineTuningRecipe:
         cache_options: CacheOptions | None = None,
         accelerator: Accelerator | None = None,
         model_pool: ModelPool | None = None,
+        started: float | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -117,7 +118,7 @@ class FineTuningRecipe:
         self.model_pool = model_pool
         self.task: TaskAdapter = TASKS[config.task]
         self.device = self.accelerator.device
-        self.created = time.monotonic()
+        self.started = time.monotonic() if started is None else started  # time to first step counts from here
 
     def setup(self) -> None:
         """Seed, load the base model with a new head, freeze per strategy, tokenise, build the optimiser."""
@@ -163,6 +164,7 @@ class FineTuningRecipe:
         self.training_features: BoundaryFeatures | None = None
         self.validation_features: BoundaryFeatures | None = None
         self.feature_path = FeaturePath.not_applicable
+        self.last_progress: StepProgress | None = None
         self.reporter.run_started(
             trainable_parameters=self.trainable_parameters,
             total_parameters=self.total_parameters,
@@ -364,20 +366,20 @@ class FineTuningRecipe:
                     trained_tokens += int(lengths[indices].sum())
                     samples_seen += len(indices)
                     elapsed = max(time.monotonic() - started, 1e-9)
-                    self.reporter.step_finished(
-                        StepProgress(
-                            step=step,
-                            total_steps=self.total_steps,
-                            epoch=epoch,
-                            train_loss=float(loss.item()),
-                            learning_rate=float(self.scheduler.get_last_lr()[0]),
-                            samples_per_second=samples_seen / elapsed,
-                            tokens_per_second=(trained_tokens - self.position.trained_tokens) / elapsed,
-                            trained_tokens=trained_tokens,
-                            seconds_to_first_step=first_step_at - self.created,
-                            peak_memory_bytes=self.accelerator.peak_memory_bytes(),
-                        )
+                    self.last_progress = StepProgress(
+                        step=step,
+                        total_steps=self.total_steps,
+                        epoch=epoch,
+                        train_loss=float(loss.item()),
+                        learning_rate=float(self.scheduler.get_last_lr()[0]),
+                        samples_per_second=samples_seen / elapsed,
+                        tokens_per_second=(trained_tokens - self.position.trained_tokens) / elapsed,
+                        trained_tokens=trained_tokens,
+                        seconds_to_first_step=first_step_at - self.started,
+                        peak_memory_bytes=self.accelerator.peak_memory_bytes(),
+                        frozen_features=self.feature_path.value,
                     )
+                    self.reporter.step_finished(self.last_progress)
                     batches_done = batch_index + 1
                     if (
                         batches_done < self.steps_per_epoch
