@@ -125,14 +125,15 @@ def run_graft(job: Any, training: Path, validation: Path, cache_root: Path) -> d
         set_up = time.perf_counter()
         recipe.train()
         finished = time.perf_counter()
-    features = next((data for text, data in reporter.messages if "frozen_features" in data), {})
+    features = next((data for _, data in reporter.messages if "frozen_features" in data), {})
+    computed = next((data for _, data in reporter.messages if data.get("frozen_features_computed") == "training"), {})
     last = reporter.steps[-1]
     return {
         "seconds": finished - started,
         "setup_seconds": set_up - started,
         "training_phase_seconds": finished - set_up - recipe.evaluation_seconds,
         "evaluation_seconds": recipe.evaluation_seconds,
-        "feature_seconds": features.get("seconds"),
+        "feature_seconds": computed.get("seconds"),
         "frozen_features": features.get("frozen_features", "not_applicable"),
         "features_from_cache": features.get("from_cache"),
         "accuracy": reporter.epochs[-1]["valid_accuracy"],

@@ -17,6 +17,7 @@ cache of `feature_extraction` is then one vector per example.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from enum import StrEnum
@@ -55,13 +56,18 @@ class FrozenPrefix:
         self.depth = depth
         self.pending: torch.Tensor | None = None  # the cached states of the batch being trained on
         self._layer_returns_tuple = False
+        self._serving = False  # inside replaced(), unless boundary_states is computing
 
     @property
     def last_layer(self) -> nn.Module:
         return self.layers[self.depth - 1]
 
     def boundary_states(self, inputs: Batch) -> torch.Tensor:
-        """The hidden states leaving the last frozen layer, for one padded batch; no layer above runs."""
+        """The hidden states leaving the last frozen layer, for one padded batch; no layer above runs.
+
+        Works inside `replaced()` too (the frozen layers then compute for real for this call), so
+        features can be filled in while training runs on those already computed.
+        """
         captured: list[torch.Tensor] = []
 
         def capture(_module: nn.Module, _args: Any, output: Any) -> None:
@@ -70,12 +76,14 @@ class FrozenPrefix:
             raise _BoundaryReached
 
         handle = self.last_layer.register_forward_hook(capture)
+        serving, self._serving = self._serving, False
         try:
             self.network(**inputs)
         except _BoundaryReached:
             pass
         finally:
             handle.remove()
+            self._serving = serving
         if not captured:
             raise RuntimeError("the network's forward never reached its last frozen layer")
         return captured[0]
@@ -84,20 +92,26 @@ class FrozenPrefix:
     def replaced(self) -> Iterator[None]:
         """Within the block the frozen layers don't compute: the last one returns `self.pending`."""
 
-        def pass_through(*args: Any, **kwargs: Any) -> Any:
-            hidden = args[0] if args else kwargs["hidden_states"]
-            return (hidden,) if self._layer_returns_tuple else hidden
+        def replacement(layer: nn.Module, is_last: bool) -> Callable[..., Any]:
+            def forward(*args: Any, **kwargs: Any) -> Any:
+                if not self._serving:  # boundary_states at work: compute for real
+                    return type(layer).forward(layer, *args, **kwargs)
+                if is_last:
+                    assert self.pending is not None, "set FrozenPrefix.pending before each forward"
+                    hidden = self.pending
+                else:
+                    hidden = args[0] if args else kwargs["hidden_states"]
+                return (hidden,) if self._layer_returns_tuple else hidden
 
-        def cached_states(*_args: Any, **_kwargs: Any) -> Any:
-            assert self.pending is not None, "set FrozenPrefix.pending before each forward"
-            return (self.pending,) if self._layer_returns_tuple else self.pending
+            return forward
 
-        for layer in self.layers[: self.depth - 1]:
-            layer.forward = pass_through
-        self.last_layer.forward = cached_states
+        for index, layer in enumerate(self.layers[: self.depth]):
+            layer.forward = replacement(layer, is_last=index == self.depth - 1)
+        self._serving = True
         try:
             yield
         finally:
+            self._serving = False
             for layer in self.layers[: self.depth]:
                 del layer.forward
             self.pending = None
@@ -129,20 +143,34 @@ class FrozenPrefix:
 
 
 class BoundaryFeatures:
-    """Boundary states of every example of a file: all tokens (flat, like the token ids) or the first only."""
+    """Boundary states of every example of a file: all tokens (flat, like the token ids) or the first only.
 
-    def __init__(self, examples: TokenisedExamples, states: torch.Tensor, *, first_token_only: bool) -> None:
+    With a `filler`, the states are computed on first use, a length-sorted batch at a time
+    (FeatureFiller): training starts after one batch rather than after a pass over the file.
+    """
+
+    def __init__(
+        self,
+        examples: TokenisedExamples,
+        states: torch.Tensor,
+        *,
+        first_token_only: bool,
+        filler: FeatureFiller | None = None,
+    ) -> None:
         expected = len(examples) if first_token_only else examples.total_tokens
         if states.shape[0] != expected:
             raise ValueError(f"cached features hold {states.shape[0]} rows where {expected} are needed")
         self.examples = examples
         self.states = states
         self.first_token_only = first_token_only
+        self.filler = filler
 
     def batch(
         self, indices: list[int], device: torch.device, *, pin_memory: bool = False
     ) -> tuple[Batch, torch.Tensor]:
         """The batch's inputs (cut to the first token when that is all the head reads) and its boundary states."""
+        if self.filler is not None:
+            self.filler.ensure(indices)
         batch = self.examples.batch(indices)
         if self.first_token_only:
             batch = {name: t[:, :1] if t.dim() == 2 else t for name, t in batch.items()}
@@ -158,6 +186,33 @@ class BoundaryFeatures:
         return moved, states.to(device, non_blocking=pin_memory)
 
 
+def fill_boundary_states(
+    prefix: FrozenPrefix,
+    examples: TokenisedExamples,
+    indices: list[int],
+    output: torch.Tensor,
+    *,
+    first_token_only: bool,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
+) -> None:
+    """Compute the boundary states of examples `indices` (one batch) into their rows of `output`."""
+    batch = examples.batch(indices)
+    inputs = {name: tensor.to(device) for name, tensor in batch.items() if name != "labels"}
+    frozen_modes = [module.training for module in prefix.network.modules()]
+    prefix.network.eval()
+    try:
+        with torch.no_grad(), autocast():
+            states = prefix.boundary_states(inputs).float().cpu()
+    finally:
+        for module, mode in zip(prefix.network.modules(), frozen_modes, strict=True):
+            module.training = mode
+    if first_token_only:
+        output[indices] = states[:, 0]
+    else:
+        output[examples.flat_token_index(indices)] = states[batch["attention_mask"].bool()]
+
+
 def compute_boundary_states(
     prefix: FrozenPrefix,
     examples: TokenisedExamples,
@@ -168,26 +223,100 @@ def compute_boundary_states(
     allocate: Callable[[tuple[int, int]], torch.Tensor],
     autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> torch.Tensor:
-    """Run the frozen prefix over every example once; `allocate(shape)` gives the (float32) output tensor."""
-    was_training = prefix.network.training
-    prefix.network.eval()
+    """Run the frozen prefix over every example once, in length-sorted batches; `allocate(shape)` gives
+    the float32 output. Used when the hidden size is not known ahead (FeatureFiller needs it)."""
     output: torch.Tensor | None = None
-    try:
-        with torch.no_grad():
-            for indices in length_sorted_batches(examples.lengths, batch_size):
-                batch = examples.batch(indices)
-                inputs = {name: tensor.to(device) for name, tensor in batch.items() if name != "labels"}
-                with autocast():
-                    states = prefix.boundary_states(inputs).float().cpu()
-                if output is None:
-                    rows = len(examples) if first_token_only else examples.total_tokens
-                    output = allocate((rows, states.shape[-1]))
-                if first_token_only:
-                    output[indices] = states[:, 0]
-                else:
-                    output[examples.flat_token_index(indices)] = states[batch["attention_mask"].bool()]
-    finally:
-        prefix.network.train(was_training)
+    for indices in length_sorted_batches(examples.lengths, batch_size):
+        if output is None:
+            rows = len(examples) if first_token_only else examples.total_tokens
+            output = allocate((rows, _hidden_size_of(prefix, examples, indices, device, autocast)))
+        fill_boundary_states(
+            prefix, examples, indices, output, first_token_only=first_token_only, device=device, autocast=autocast
+        )
     if output is None:
         raise ValueError("no examples to compute features for")
     return output
+
+
+def _hidden_size_of(
+    prefix: FrozenPrefix,
+    examples: TokenisedExamples,
+    indices: list[int],
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager[Any]],
+) -> int:
+    batch = examples.batch(indices[:1])
+    inputs = {name: tensor.to(device) for name, tensor in batch.items() if name != "labels"}
+    with torch.no_grad(), autocast():
+        return int(prefix.boundary_states(inputs).shape[-1])
+
+
+class FeatureFiller:
+    """Fills a features tensor one length-sorted batch at a time, as training first asks for its examples.
+
+    The batches are those of a pass over the whole file (length-sorted, `batch_size` each) however
+    the requests arrive, so the states are identical to an upfront pass: a run resumed mid-epoch,
+    or a later job reading the cache, sees the very same numbers. `on_complete(seconds)` runs
+    once, when the last batch is in.
+    """
+
+    def __init__(
+        self,
+        prefix: FrozenPrefix,
+        examples: TokenisedExamples,
+        output: torch.Tensor,
+        *,
+        first_token_only: bool,
+        batch_size: int,
+        device: torch.device,
+        autocast: Callable[[], AbstractContextManager[Any]],
+        on_complete: Callable[[float], None],
+    ) -> None:
+        self.prefix = prefix
+        self.examples = examples
+        self.output = output
+        self.first_token_only = first_token_only
+        self.device = device
+        self.autocast = autocast
+        self.on_complete = on_complete
+        self.batches = length_sorted_batches(examples.lengths, batch_size)
+        self.batch_of_example = torch.empty(len(examples), dtype=torch.long)
+        for number, indices in enumerate(self.batches):
+            self.batch_of_example[indices] = number
+        self.done = torch.zeros(len(self.batches), dtype=torch.bool)
+        self.threads = torch.get_num_threads()  # features are computed with these, whatever trains around them
+        self.seconds = 0.0
+        self.complete = len(self.batches) == 0
+
+    def ensure(self, indices: list[int]) -> None:
+        """Compute every batch holding one of `indices` that is not computed yet."""
+        if self.complete:
+            return
+        needed = torch.unique(self.batch_of_example[indices])
+        missing = needed[~self.done[needed]].tolist()
+        if not missing:
+            return
+        started = time.perf_counter()
+        training_threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            for number in missing:
+                fill_boundary_states(
+                    self.prefix,
+                    self.examples,
+                    self.batches[number],
+                    self.output,
+                    first_token_only=self.first_token_only,
+                    device=self.device,
+                    autocast=self.autocast,
+                )
+                self.done[number] = True
+        finally:
+            torch.set_num_threads(training_threads)
+        self.seconds += time.perf_counter() - started
+        if bool(self.done.all()):
+            self.complete = True
+            self.on_complete(self.seconds)
+
+    def fill_all(self) -> None:
+        self.ensure(list(range(len(self.examples))))

@@ -8,7 +8,6 @@ freeze depth, the pooling the head needs and the numeric precision.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -22,7 +21,13 @@ from transformers import PreTrainedTokenizerBase
 from worker.training.config import DataFile, TrainingConfig
 from worker.training.data_cache import CacheEntry, DerivedDataCache
 from worker.training.examples import TokenisedExamples
-from worker.training.frozen_features import BoundaryFeatures, FeaturePath, FrozenPrefix, compute_boundary_states
+from worker.training.frozen_features import (
+    BoundaryFeatures,
+    FeatureFiller,
+    FeaturePath,
+    FrozenPrefix,
+    compute_boundary_states,
+)
 from worker.training.heads import TaskAdapter
 
 # Bump when tokenisation or feature computation changes, so older cache entries are never read.
@@ -103,7 +108,6 @@ class PreparedFeatures:
     path: FeaturePath
     from_cache: bool
     size_bytes: int
-    seconds: float = 0.0
 
 
 def frozen_features(
@@ -116,14 +120,16 @@ def frozen_features(
     key_parts: dict[str, Any],
     device: torch.device,
     autocast: Callable[[], AbstractContextManager[Any]],
+    on_computed: Callable[[float], None] = lambda _seconds: None,
 ) -> PreparedFeatures:
-    """The boundary states of every example: from the cache, computed into memory, or into a disk file.
+    """The boundary states of every example: from the cache, or computed into memory or into a disk file.
 
     `first_token_only` is asked only when the cache has no entry (an entry records the answer).
-    Up to `feature_memory_limit_bytes` the states are computed in memory (and also written to the
-    cache when it has room, for the next job); above it they are computed straight into a
-    memory-mapped cache file. When they fit neither, returns the `recomputed` path: the frozen
-    layers then run at every step.
+    Computed states fill in as training first reads each example (FeatureFiller); once all are
+    in, they are written to the cache for the next job (when it has room) and `on_computed(seconds)`
+    is called. Up to `feature_memory_limit_bytes` they are held in memory; above it they go
+    straight into a memory-mapped cache file. When they fit neither, returns the `recomputed`
+    path: the frozen layers then run at every step.
     """
     cache = options.cache
 
@@ -141,42 +147,55 @@ def frozen_features(
                 return _from_cache(examples, loaded[0]["states"], first_only, options.feature_memory_limit_bytes)
     first_only = first_token_only()
     entry = entry_for(first_only)
-    hidden_size = int(getattr(prefix.network.config, "hidden_size", 0)) or None
     rows = len(examples) if first_only else examples.total_tokens
-    size = rows * (hidden_size or 0) * 4
-
-    def compute(allocate: Callable[[tuple[int, int]], torch.Tensor]) -> torch.Tensor:
-        return compute_boundary_states(
+    hidden_size = int(getattr(prefix.network.config, "hidden_size", 0) or 0)
+    if hidden_size == 0:  # an unusual config: compute upfront, learning the width from the first batch
+        states = compute_boundary_states(
             prefix,
             examples,
             first_token_only=first_only,
             batch_size=FEATURE_BATCH_SIZE,
             device=device,
-            allocate=allocate,
+            allocate=lambda shape: torch.empty(shape, dtype=torch.float32),
             autocast=autocast,
         )
-
-    if hidden_size is None or size <= options.feature_memory_limit_bytes:
-        states = compute(lambda shape: torch.empty(shape, dtype=torch.float32))
-        size = states.numel() * 4
-        if cache is not None and entry is not None:
-            cache.store(entry, {"states": states}, {"rows": rows})
         features = BoundaryFeatures(examples, states, first_token_only=first_only)
-        return PreparedFeatures(features, FeaturePath.cached, from_cache=False, size_bytes=size)
-    if cache is None or entry is None or not cache.has_room_for(size):
+        return PreparedFeatures(features, FeaturePath.cached, from_cache=False, size_bytes=states.numel() * 4)
+    size = rows * hidden_size * 4
+    staging: Path | None = None
+    if size <= options.feature_memory_limit_bytes:
+        states = torch.empty((rows, hidden_size), dtype=torch.float32)
+        path = FeaturePath.cached
+    elif cache is not None and entry is not None and cache.has_room_for(size):
+        staging = cache.staging_folder()
+        states = _memory_mapped_output(staging / "states.npy", (rows, hidden_size))
+        path = FeaturePath.memory_mapped
+    else:
         return PreparedFeatures(None, FeaturePath.recomputed, from_cache=False, size_bytes=size)
-    staging = cache.staging_folder()
-    try:
-        compute(lambda shape: _memory_mapped_output(staging / "states.npy", shape))
-        cache.publish(staging, entry, ["states"], {"rows": rows})
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        return PreparedFeatures(None, FeaturePath.recomputed, from_cache=False, size_bytes=size)
-    loaded = cache.load(entry)
-    if loaded is None:  # evicted at once by a concurrent writer: the budget is too small for it
-        return PreparedFeatures(None, FeaturePath.recomputed, from_cache=False, size_bytes=size)
-    features = BoundaryFeatures(examples, loaded[0]["states"], first_token_only=first_only)
-    return PreparedFeatures(features, FeaturePath.memory_mapped, from_cache=False, size_bytes=size)
+
+    def computed(seconds: float) -> None:
+        if cache is not None and entry is not None:
+            try:
+                if staging is not None:
+                    cache.publish(staging, entry, ["states"], {"rows": rows})
+                else:
+                    cache.store(entry, {"states": states}, {"rows": rows})
+            except OSError:  # the cache is an optimisation: a job never fails for it
+                pass
+        on_computed(seconds)
+
+    filler = FeatureFiller(
+        prefix,
+        examples,
+        states,
+        first_token_only=first_only,
+        batch_size=FEATURE_BATCH_SIZE,
+        device=device,
+        autocast=autocast,
+        on_complete=computed,
+    )
+    features = BoundaryFeatures(examples, states, first_token_only=first_only, filler=filler)
+    return PreparedFeatures(features, path, from_cache=False, size_bytes=size)
 
 
 def _from_cache(

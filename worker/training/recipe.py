@@ -7,7 +7,7 @@ import random
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -152,7 +152,8 @@ class FineTuningRecipe:
             num_training_steps=self.total_steps,
         )
         self.step_network = self.accelerator.maybe_compile(self.network)
-        self.trainable_parameters = sum(p.numel() for p in self.network.parameters() if p.requires_grad)
+        self.trainable = [p for p in self.network.parameters() if p.requires_grad]
+        self.trainable_parameters = sum(p.numel() for p in self.trainable)
         self.total_parameters = sum(p.numel() for p in self.network.parameters())
         self.position = TrainingPosition(epochs_done=0, batches_into_epoch=0, step=0, trained_tokens=0)
         self.last_checkpoint_step = 0
@@ -217,7 +218,7 @@ class FineTuningRecipe:
         """Run the frozen prefix once over the training file (or find its output in the cache)."""
         if self.prefix is None or self.training_features is not None or self.feature_path is FeaturePath.recomputed:
             return
-        prepared = self._frozen_features(self.training_examples, self.config.training_file)
+        prepared = self._frozen_features(self.training_examples, self.config.training_file, "training")
         self.feature_path = prepared.path
         self.training_features = prepared.features
         self._report_features(prepared, "training")
@@ -228,15 +229,22 @@ class FineTuningRecipe:
             return
         if self.validation_features is not None or self.feature_path is FeaturePath.recomputed:
             return
-        prepared = self._frozen_features(self.validation_examples, self.config.validation_file)
+        prepared = self._frozen_features(self.validation_examples, self.config.validation_file, "validation")
         if prepared.features is not None:
             self.validation_features = prepared.features
         self._report_features(prepared, "validation")
 
-    def _frozen_features(self, examples: TokenisedExamples, data_file: DataFile) -> PreparedFeatures:
+    def _frozen_features(self, examples: TokenisedExamples, data_file: DataFile, file_role: str) -> PreparedFeatures:
         assert self.prefix is not None
-        started = time.monotonic()
-        prepared = frozen_features(
+
+        def computed(seconds: float) -> None:
+            self.reporter.message(
+                f"Frozen features of the {file_role} file complete: the frozen layers ran over it once, "
+                f"in {seconds:.1f} s",
+                data={"frozen_features_computed": file_role, "seconds": round(seconds, 3)},
+            )
+
+        return frozen_features(
             self.prefix,
             examples,
             data_file,
@@ -249,8 +257,8 @@ class FineTuningRecipe:
             },
             device=self.device,
             autocast=self.accelerator.autocast,
+            on_computed=computed,
         )
-        return replace(prepared, seconds=time.monotonic() - started)
 
     @cached_property
     def _first_token_only(self) -> bool:
@@ -271,7 +279,6 @@ class FineTuningRecipe:
                 "first_token_only": prepared.features.first_token_only if prepared.features else None,
                 "from_cache": prepared.from_cache,
                 "size_bytes": prepared.size_bytes,
-                "seconds": round(prepared.seconds, 3),
             },
         )
 
@@ -338,7 +345,10 @@ class FineTuningRecipe:
         lengths = self.training_examples.lengths
         for epoch in range(self.position.epochs_done + 1, self.config.hyperparameters.n_epochs + 1):
             set_training_mode(self.network, self.plan)
-            with self._frozen_prefix_replaced(self.training_features):
+            with (
+                self._frozen_prefix_replaced(self.training_features),
+                self.accelerator.cpu_threads(1 if self._head_only_on_cached_vectors() else None),
+            ):
                 for batch_index, indices in enumerate(self.epoch_batches(epoch, skip_batches), start=skip_batches):
                     if self.control.stop_requested():
                         self._stop(
@@ -354,9 +364,7 @@ class FineTuningRecipe:
                             "lower hyperparameters.learning_rate_multiplier",
                         )
                     loss.backward()
-                    torch.nn.utils.clip_grad_norm_(
-                        [p for p in self.network.parameters() if p.requires_grad], MAX_GRADIENT_NORM
-                    )
+                    torch.nn.utils.clip_grad_norm_(self.trainable, MAX_GRADIENT_NORM)
                     self.optimizer.step()
                     self.scheduler.step()
                     self.optimizer.zero_grad(set_to_none=True)
@@ -407,6 +415,13 @@ class FineTuningRecipe:
             )
             last_checkpoint = time.monotonic()
         return trained_tokens
+
+    def _head_only_on_cached_vectors(self) -> bool:
+        """Whether a step is only the head on one cached vector per example (tiny operations)."""
+        features = self.training_features
+        return (
+            features is not None and features.first_token_only and (features.filler is None or features.filler.complete)
+        )
 
     def _stop(self, *, step: int, epoch: int, batches_into_epoch: int, trained_tokens: int) -> None:
         """Checkpoint where training stands (unless nothing was trained since the last one) and stop."""
@@ -501,7 +516,7 @@ def _describe_features(prepared: PreparedFeatures, depth: int, file_role: str) -
             "fit neither the memory limit nor the disk cache"
         )
     what = "first-token states" if prepared.features.first_token_only else "hidden states"
-    source = "reused from the cache" if prepared.from_cache else f"computed once in {prepared.seconds:.1f} s"
+    source = "reused from the cache" if prepared.from_cache else "computed once, as training first reads each example"
     where = "in memory" if prepared.path is FeaturePath.cached else "memory-mapped from disk"
     return f"Frozen features of the {file_role} file ({what} after layer {depth}): {source}, {size:.1f} MB {where}"
 
