@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -109,9 +109,8 @@ def list_jobs(
             cursor = get_job(session, tenant_id, after)
         except NotFound:
             raise InvalidRequest(f"after: {after!r} is not one of your jobs", param="after") from None
-        query = query.where(
-            (Job.created_at < cursor.created_at) | ((Job.created_at == cursor.created_at) & (Job.id < cursor.id))
-        )
+        # A row-value comparison: PostgreSQL starts the index scan at the cursor (ix_jobs_tenant_created_id).
+        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(cursor.created_at, cursor.id))
     query = query.order_by(Job.created_at.desc(), Job.id.desc())
     if not metadata:
         rows = list(session.scalars(query.limit(limit + 1)))

@@ -115,7 +115,7 @@ class BaseModel(Base):
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
-        Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
+        Index("ix_jobs_tenant_created_id", "tenant_id", "created_at", "id"),
         Index("ix_jobs_status", "status"),
     )
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from models import checkpoints, jobs
 from models.db import session_scope
@@ -13,7 +14,7 @@ from models.errors import InvalidTransition
 from models.jobs import JobFailure, LeaseLost, LeaseState
 from models.settings import Settings
 from models.states import JobStatus
-from models.tables import Job
+from models.tables import Job, utc_now
 from tests.conftest import jsonl_bytes, upload_file
 
 ROWS = [{"text": f"t{i}", "label": "a" if i % 2 else "b"} for i in range(8)]
@@ -209,3 +210,20 @@ def test_a_live_lease_is_not_recovered(settings: Settings, new_job: Callable[[],
     with session_scope(settings.database_url) as session:
         assert jobs.recover_lost_runs(session, max_attempts=3) == []
     assert status_of(settings, job_id) == JobStatus.running
+
+
+def test_job_pages_split_jobs_created_at_the_same_instant_by_id(settings: Settings, new_job: Callable[[], str]) -> None:
+    ids = [new_job() for _ in range(5)]
+    with session_scope(settings.database_url) as session:
+        tenant_id = session.get_one(Job, ids[0]).tenant_id
+        session.execute(update(Job).where(Job.id.in_(ids)).values(created_at=utc_now()))
+    seen: list[str] = []
+    after: str | None = None
+    while True:
+        with session_scope(settings.database_url) as session:
+            rows, has_more = jobs.list_jobs(session, tenant_id, after=after, limit=2)
+            seen += [row.id for row in rows]
+        if not has_more:
+            break
+        after = seen[-1]
+    assert seen == sorted(ids, reverse=True)
