@@ -6,6 +6,7 @@ so CUDA is initialised only there, and a crash, an OOM kill or a cancel ends tha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -171,7 +172,14 @@ def stop_standby() -> None:
     global _standby
     if _standby is not None:
         kill_process(_standby)
+        _close_stdin(_standby)
         _standby = None
+
+
+def _close_stdin(process: subprocess.Popen[bytes]) -> None:
+    if process.stdin is not None and not process.stdin.closed:
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.close()
 
 
 def hand_job_to_training_process(job_arguments: list[str], settings: RunnerSettings) -> subprocess.Popen[bytes]:
@@ -181,6 +189,7 @@ def hand_job_to_training_process(job_arguments: list[str], settings: RunnerSetti
     if process is None or process.poll() is not None:
         if process is not None:
             logger.warning("the standby training process had exited (%s); starting another", process.returncode)
+            _close_stdin(process)
         process = _start_training_process([sys.executable, "-m", "worker.child", "--standby", "[]"], settings)
     assert process.stdin is not None
     try:
