@@ -14,6 +14,7 @@ where arrays are read.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -64,7 +65,10 @@ class DerivedDataCache:
             }
         except (OSError, ValueError, KeyError):
             return None
-        os.utime(entry.folder)  # least recently used goes first
+        # Least recently used goes first. Another worker may evict the entry this very moment:
+        # the arrays stay readable through their memory maps, so that is still a hit.
+        with contextlib.suppress(OSError):
+            os.utime(entry.folder)
         return arrays, metadata
 
     def staging_folder(self) -> Path:
@@ -106,11 +110,20 @@ class DerivedDataCache:
 
     def evict_to_budget(self, keep: CacheEntry | None = None) -> list[Path]:
         """Delete least recently used entries until the cache fits its budget; returns what went."""
-        entries = [folder for folder in self.root.glob("*/*") if folder.is_dir() and folder.parent.name != ".tmp"]
-        sizes = {folder: _folder_bytes(folder) for folder in entries}
+        # Other workers evict and purge the same folder concurrently: an entry that vanishes while
+        # it is measured is simply gone, which is what eviction wants.
+        measured: dict[Path, tuple[float, int]] = {}
+        for folder in self.root.glob("*/*"):
+            if folder.parent.name == ".tmp":
+                continue
+            try:
+                measured[folder] = (folder.stat().st_mtime, _folder_bytes(folder))
+            except OSError:
+                continue
+        sizes = {folder: size for folder, (_, size) in measured.items()}
         total = sum(sizes.values())
         removed: list[Path] = []
-        for folder in sorted(entries, key=lambda folder: folder.stat().st_mtime):
+        for folder in sorted(measured, key=lambda folder: measured[folder][0]):
             if total <= self.max_bytes:
                 break
             if keep is not None and folder == keep.folder:
@@ -139,7 +152,11 @@ class DerivedDataCache:
         cutoff = time.time() - older_than_seconds
         removed = 0
         for folder in staging.iterdir():
-            if folder.stat().st_mtime < cutoff:
+            try:
+                stale = folder.stat().st_mtime < cutoff
+            except OSError:  # published or removed meanwhile
+                continue
+            if stale:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed += 1
         return removed

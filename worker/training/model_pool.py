@@ -38,8 +38,6 @@ class ModelPool:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._templates: OrderedDict[TemplateKey, Template] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
 
     def __contains__(self, key: TemplateKey) -> bool:
         return key in self._templates

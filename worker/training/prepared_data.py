@@ -7,6 +7,7 @@ freeze depth, the pooling the head needs and the numeric precision.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -88,7 +89,8 @@ def tokenised_file(
         arrays = {"offsets": examples.offsets}
         arrays |= {f"token.{name}": values for name, values in examples.token_fields.items()}
         arrays |= {f"example.{name}": values for name, values in examples.example_fields.items()}
-        cache.store(entry, arrays, {"pad_values": examples.pad_values, "padding_side": examples.padding_side})
+        with contextlib.suppress(OSError):  # the cache is an optimisation: a job never fails for it
+            cache.store(entry, arrays, {"pad_values": examples.pad_values, "padding_side": examples.padding_side})
     return examples, False
 
 
