@@ -52,14 +52,20 @@ def get_store(settings: SettingsDep) -> ArtifactStore:
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 
 
-def get_tenant_id(
-    session: SessionDep, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
-) -> str:
-    """The tenant behind `Authorization: Bearer <key>`; 401 for a missing, malformed or revoked key."""
+async def get_bearer_key(authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> str:
+    """The key of `Authorization: Bearer <key>`, not yet checked; 401 if there is none (async: no I/O)."""
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.")
-    tenant_id = tenants.authenticate(session, key.strip())
+    return key.strip()
+
+
+BearerKeyDep = Annotated[str, Depends(get_bearer_key)]
+
+
+def get_tenant_id(session: SessionDep, key: BearerKeyDep) -> str:
+    """The tenant behind `Authorization: Bearer <key>`; 401 for a missing, malformed or revoked key."""
+    tenant_id = tenants.authenticate(session, key)
     session.commit()  # end the read transaction; SQLite holds its lock until then
     return tenant_id
 

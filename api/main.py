@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from anyio import CapacityLimiter
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from api.errors import install_error_handlers
 from api.routes import files, jobs, models
+from models.db import READ_POOL_SIZE
 from models.schemas import ErrorResponse
 from models.settings import Settings, get_settings
 
@@ -31,6 +33,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Read once here, at the edge; requests get it from app.state (api.deps.get_app_settings).
     app.state.settings = settings if settings is not None else get_settings()
+    # Threads for models.db.run_read, no more than its pool has connections (one per app: a limiter
+    # belongs to the event loop that first waits on it).
+    app.state.read_limiter = CapacityLimiter(READ_POOL_SIZE)
     install_error_handlers(app)
     for router in (files.router, jobs.router, models.router):
         app.include_router(router, responses=COMMON_ERRORS)

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -69,12 +69,21 @@ def _make_sqlite_concurrent(engine: Engine) -> None:
 
 _ENGINES: dict[str, Engine] = {}
 _SESSION_FACTORIES: dict[str, sessionmaker[Session]] = {}
+_READ_ENGINES: dict[str, Engine] = {}
 
 # Connections an engine keeps open, and how many more it may open at once. An API process runs its
-# handlers on 40 threads (anyio's default), so 20 + 20 lets every thread hold a connection, while
-# the 20 kept open serve a busy API without opening (on PostgreSQL: forking) one per request.
-POOL_SIZE = 20
-POOL_MAX_OVERFLOW = 20
+# handlers on 40 threads (anyio's default), and each may hold a connection: with fewer kept open, a
+# busy API closed surplus connections as they came back and opened (on PostgreSQL: forked) new ones,
+# about one per four requests at 100 clients (bench/api.py), which cost more CPU than the requests.
+POOL_SIZE = 40
+POOL_MAX_OVERFLOW = 10
+
+# The read pool (read_connection): its own connections, as many as threads may use it at once
+# (api.main gives those reads a limiter of this size), so a read never waits for a connection.
+READ_POOL_SIZE = 8
+# Instead of pinging each connection on checkout: a connection is replaced after this long, and a
+# read that finds its connection dropped anyway (a server restart) runs once more on a new one.
+READ_POOL_RECYCLE_SECONDS = 300
 
 
 def get_engine(database_url: str) -> Engine:
@@ -122,12 +131,50 @@ def session_scope(database_url: str) -> Iterator[Session]:
         session.close()
 
 
+def run_read(database_url: str, read: Callable[[Connection], T]) -> T:
+    """`read(connection)` on a pooled connection that needs no transaction around its reads; returns its result.
+
+    On PostgreSQL the connection is in autocommit mode and comes from a pool of its own without
+    pre-ping: each statement reads the latest committed data by itself, and a request spends no
+    round trip on BEGIN, ROLLBACK or a ping. A pooled connection that the server dropped while it
+    was idle fails its first statement; SQLAlchemy then replaces it (and every older one), and
+    `read` runs once more. Since it only reads, running it twice is harmless. SQLite keeps the
+    usual engine and transaction (they cost no round trip there). `read` must not write.
+    """
+    engine = _read_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return read(connection)
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+    with engine.connect() as connection:
+        return read(connection)
+
+
+def _read_engine(database_url: str) -> Engine:
+    if database_url not in _READ_ENGINES:
+        engine = get_engine(database_url)
+        if engine.dialect.name != "sqlite":
+            engine = create_engine(
+                engine.url,
+                isolation_level="AUTOCOMMIT",
+                pool_size=READ_POOL_SIZE,
+                max_overflow=0,
+                pool_recycle=READ_POOL_RECYCLE_SECONDS,
+            )
+        _READ_ENGINES[database_url] = engine
+    return _READ_ENGINES[database_url]
+
+
 def close_engine(database_url: str) -> None:
     """Close every pooled connection to `database_url` and forget its engine."""
     _SESSION_FACTORIES.pop(database_url, None)
+    read_engine = _READ_ENGINES.pop(database_url, None)
     engine = _ENGINES.pop(database_url, None)
-    if engine is not None:
-        engine.dispose()
+    for pooled in {read_engine, engine}:
+        if pooled is not None:
+            pooled.dispose()
 
 
 def is_transient_database_error(error: BaseException) -> bool:

@@ -6,13 +6,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import Connection, bindparam, func, select, tuple_, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from models import catalog, events
+from models import catalog, events, tenants
 from models.data_formats import ordered_labels
 from models.errors import InvalidRequest, InvalidTransition, JobErrorCode, NotFound
 from models.events import EventLevel
@@ -22,7 +22,7 @@ from models.ids import IdPrefix, is_well_formed, new_id
 from models.quotas import TenantQuotas, ensure_job_slot
 from models.schemas import FilePurpose, FileStatus, JobCreate
 from models.states import TERMINAL_STATUSES, JobStatus, sources_of
-from models.tables import File, Job, utc_now
+from models.tables import ApiKey, File, Job, utc_now
 
 MIN_CLASSES = 2
 
@@ -97,6 +97,40 @@ def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
     if job is None or job.tenant_id != tenant_id:
         raise NotFound(f"No such fine-tuning job: {job_id}", param="fine_tuning_job_id")
     return job
+
+
+# The job and the presented key's row in one statement: an API GET authenticates and reads in one round trip.
+_JOB_FIELDS = tuple(Job.__mapper__.columns.keys())  # attribute names, in the statement's column order
+_JOB_ID_AT = 3 + _JOB_FIELDS.index("id")  # after the key's three columns; None when no job matched
+_JOB_WITH_KEY = (
+    select(ApiKey.tenant_id, ApiKey.secret_sha256, ApiKey.revoked_at, *Job.__mapper__.columns.values())
+    .select_from(ApiKey)
+    .outerjoin(Job, (Job.id == bindparam("job_id")) & (Job.tenant_id == ApiKey.tenant_id))
+    .where(ApiKey.lookup_prefix == bindparam("lookup"))
+)
+
+
+class _KeyColumns(NamedTuple):
+    tenant_id: str
+    secret_sha256: str
+    revoked_at: datetime | None
+
+
+def get_job_for_key(connection: Connection, presented_key: str, job_id: str) -> Job:
+    """The job `job_id` of the tenant behind `presented_key`, both read by one statement.
+
+    Answers exactly as `tenants.authenticate` then `get_job` would: Unauthorized for a malformed,
+    unknown or revoked key (checked first, from the key's row as it is now, so a revocation takes
+    effect at once), then NotFound for a missing job or another tenant's. The job is a detached
+    object, read-only. Reads only; `connection` needs no transaction (db.run_read).
+    """
+    lookup, secret = tenants.split_key(presented_key)
+    wanted = job_id if is_well_formed(job_id, IdPrefix.job) else None
+    row = connection.execute(_JOB_WITH_KEY, {"lookup": lookup, "job_id": wanted}).first()
+    tenants.tenant_of_key(_KeyColumns(*row[:3]) if row is not None else None, secret)
+    if row is None or row[_JOB_ID_AT] is None:
+        raise NotFound(f"No such fine-tuning job: {job_id}", param="fine_tuning_job_id")
+    return Job(**dict(zip(_JOB_FIELDS, row[3:], strict=True)))
 
 
 def list_jobs(

@@ -6,6 +6,8 @@ import hashlib
 import hmac
 import secrets
 import string
+from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -51,15 +53,34 @@ def create_api_key(session: Session, tenant: Tenant) -> tuple[ApiKey, str]:
     return row, f"{KEY_PREFIX}{lookup}_{secret}"
 
 
+class StoredKey(Protocol):
+    """The columns of an `api_keys` row that decide whether a presented key is valid."""
+
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def secret_sha256(self) -> str: ...
+    @property
+    def revoked_at(self) -> datetime | None: ...
+
+
 def authenticate(session: Session, presented_key: str) -> str:
     """The tenant id behind a bearer key; raises Unauthorized for a malformed, unknown or revoked key."""
-    lookup, secret = _split_key(presented_key)
-    row = session.scalar(select(ApiKey).where(ApiKey.lookup_prefix == lookup))
+    lookup, secret = split_key(presented_key)
+    return tenant_of_key(session.scalar(select(ApiKey).where(ApiKey.lookup_prefix == lookup)), secret)
+
+
+def tenant_of_key(stored: StoredKey | None, secret: str) -> str:
+    """The tenant of `stored` (the row found by the key's lookup part, read just now) if `secret` matches it.
+
+    Raises Unauthorized for an unknown (`stored` is None) or revoked key, or a wrong secret. Callers
+    read the row in the request that presents the key, so a revocation takes effect at once.
+    """
     # Compare a digest even when the key is unknown, so timing does not reveal which lookups exist.
-    expected = row.secret_sha256 if row is not None else _digest("")
-    if not hmac.compare_digest(expected, _digest(secret)) or row is None or row.revoked_at is not None:
+    expected = stored.secret_sha256 if stored is not None else _digest("")
+    if not hmac.compare_digest(expected, _digest(secret)) or stored is None or stored.revoked_at is not None:
         raise Unauthorized("Incorrect API key provided.")
-    return row.tenant_id
+    return stored.tenant_id
 
 
 def revoke_api_key(session: Session, key_id: str) -> None:
@@ -70,7 +91,8 @@ def revoke_api_key(session: Session, key_id: str) -> None:
         row.revoked_at = utc_now()
 
 
-def _split_key(presented_key: str) -> tuple[str, str]:
+def split_key(presented_key: str) -> tuple[str, str]:
+    """(lookup, secret) of a presented key; raises Unauthorized for a key of the wrong shape."""
     body = presented_key.removeprefix(KEY_PREFIX)
     lookup, separator, secret = body.partition("_")
     if (

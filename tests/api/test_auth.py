@@ -6,6 +6,7 @@ from fastapi.testclient import TestClient
 from models import tenants
 from models.db import session_scope
 from models.settings import Settings
+from models.tables import Tenant
 from tests.conftest import jsonl_bytes, upload_file
 
 ROWS = [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}]
@@ -66,3 +67,33 @@ def test_another_tenants_objects_answer_404_like_missing_ones(
     assert foreign_job.status_code == 400
     assert foreign_job.json()["error"]["param"] == "training_file"
     assert client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth).json()["status"] == "queued"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "Bearer", "Basic abc", "Bearer sk-graft-short", "Bearer sk-graft-" + "a" * 12 + "_" + "b" * 40],
+)
+def test_job_get_checks_the_key_before_the_job(client: TestClient, header: str | None) -> None:
+    """The job GET reads key and job in one statement; a bad key is still a 401, never a 404."""
+    headers = {"Authorization": header} if header else {}
+    response = client.get("/v1/fine_tuning/jobs/ftjob-" + "z" * 24, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_a_revoked_key_stops_reading_jobs_at_once(
+    client: TestClient, settings: Settings, auth: dict[str, str], minilm: str
+) -> None:
+    with session_scope(settings.database_url) as session:
+        tenant_id = tenants.authenticate(session, auth["Authorization"].removeprefix("Bearer "))
+        row, key = tenants.create_api_key(session, session.get_one(Tenant, tenant_id))
+    file_id = upload_file(client, auth, jsonl_bytes(ROWS))
+    job_id = client.post("/v1/fine_tuning/jobs", headers=auth, json={"training_file": file_id}).json()["id"]
+    headers = {"Authorization": f"Bearer {key}"}
+    assert client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=headers).status_code == 200
+    with session_scope(settings.database_url) as session:
+        tenants.revoke_api_key(session, row.id)
+    revoked = client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=headers)
+    assert revoked.status_code == 401
+    assert revoked.json()["error"]["code"] == "invalid_api_key"
+    assert client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth).status_code == 200

@@ -245,3 +245,23 @@ def test_unreachable_queue_is_a_503_and_the_job_is_failed_not_left_queued(
         [job] = client.get("/v1/fine_tuning/jobs", headers=auth).json()["data"]
         assert job["status"] == "failed"
         assert job["error"]["code"] == "queue_unavailable"
+
+
+def test_job_get_answers_the_job_exactly_as_the_list_shows_it(
+    client: TestClient, auth: dict[str, str], training_file: str, minilm: str
+) -> None:
+    """The GET builds its body itself (one statement, no second validation); the list goes through FastAPI."""
+    job_id = create(client, auth, training_file=training_file, suffix="poll", metadata={"team": "ml"}).json()["id"]
+    response = client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    listed = client.get("/v1/fine_tuning/jobs", headers=auth).json()["data"]
+    assert response.json() == listed[0]
+    assert response.json()["id"] == job_id
+
+
+@pytest.mark.parametrize("job_id", ["garbage", "ftjob-" + "a" * 24])
+def test_job_get_of_a_malformed_or_missing_id_is_404(client: TestClient, auth: dict[str, str], job_id: str) -> None:
+    response = client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth)
+    assert response.status_code == 404
+    assert error(response)["param"] == "fine_tuning_job_id"

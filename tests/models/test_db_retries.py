@@ -12,12 +12,12 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import Connection, create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from models import events, jobs, tenants
-from models.db import is_transient_database_error, run_transaction
+from models.db import is_transient_database_error, run_read, run_transaction
 from models.jobs import LeaseLost
 from models.settings import Settings
 from models.tables import Job, JobEvent, Tenant
@@ -318,3 +318,47 @@ def test_twenty_event_writers_beside_a_heartbeat_never_see_database_is_locked(
     assert heartbeat.errors == []
     assert not any(lost(renewal) for renewal in heartbeat.renewals)
     assert run_transaction(settings.database_url, count_writer_events) == WRITERS * events_per_writer
+
+
+def dropped_connection() -> OperationalError:
+    """What SQLAlchemy raises when a pooled connection turns out to be dead (it then replaces it)."""
+    return OperationalError(
+        "SELECT 1", {}, psycopg.OperationalError("server closed the connection"), connection_invalidated=True
+    )
+
+
+def test_a_read_whose_connection_was_dropped_runs_once_more(settings: Settings) -> None:
+    calls = 0
+
+    def read(connection: Connection) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise dropped_connection()
+        return int(connection.execute(text("SELECT 7")).scalar_one())
+
+    assert run_read(settings.database_url, read) == 7
+    assert calls == 2
+
+
+@pytest.mark.parametrize("failure", [sqlite_busy, lambda: OperationalError("SELECT 1", {}, Exception("x"))])
+def test_a_read_failing_otherwise_is_not_rerun(settings: Settings, failure: Callable[[], Exception]) -> None:
+    calls = 0
+
+    def read(_connection: Connection) -> None:
+        nonlocal calls
+        calls += 1
+        raise failure()
+
+    with pytest.raises(OperationalError):
+        run_read(settings.database_url, read)
+    assert calls == 1
+
+
+def test_a_read_dropped_twice_raises_for_the_api_to_answer_503(settings: Settings) -> None:
+    def read(_connection: Connection) -> None:
+        raise dropped_connection()
+
+    with pytest.raises(OperationalError) as raised:
+        run_read(settings.database_url, read)
+    assert is_transient_database_error(raised.value)
