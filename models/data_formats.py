@@ -8,10 +8,13 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from operator import itemgetter, methodcaller
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Annotated, Any, BinaryIO, NamedTuple, NotRequired
 
+from pydantic import Strict, StrictInt, StringConstraints, TypeAdapter, ValidationError
 from pydantic_core import from_json
+from typing_extensions import TypedDict
 
 from models.errors import InvalidFile
 
@@ -68,41 +71,143 @@ def detect_format(filename: str, first_bytes: bytes) -> DataFormat:
 
 
 def summarize_file(path: Path, data_format: DataFormat) -> FileSummary:
-    """Validate every record of a file in one streaming pass; raises InvalidFile naming the line."""
-    summary = FileSummary(data_format=data_format)
-    counts: Counter[str] = Counter()
-    kinds: set[str] = set()
-    pair_seen: bool | None = None
-    for record in iter_records(path, data_format):
+    """Validate every record of a file in one streaming pass; raises InvalidFile naming the line.
+
+    JSONL is validated a megabyte of lines at a time in pydantic's Rust validator, and record by
+    record (iter_records) from the first batch that fails or that it cannot vouch for: the error
+    then names the line and reads as it always has. Memory stays bounded by one batch.
+    """
+    summary = _SummaryBuilder()
+    if data_format is not DataFormat.jsonl:
+        for record in iter_records(path, data_format):
+            summary.add_record(record)
+        return summary.finish(data_format)
+    with path.open("rb") as handle:
+        resume_at = _summarize_jsonl_batches(handle, summary)
+        if resume_at is not None:
+            offset, line_number = resume_at
+            handle.seek(offset)
+            for record in _iter_jsonl(_PhysicalLines(handle, lines_before=line_number)):
+                summary.add_record(record)
+    return summary.finish(data_format)
+
+
+class _SummaryBuilder:
+    """The rules across records (text_pair everywhere or nowhere, one label kind, at most
+    MAX_DISTINCT_LABELS labels) and the counts, fed record by record or by validated batches."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.kinds: set[str] = set()
+        self.pair_seen: bool | None = None
+        self.record_count = 0
+
+    def add_record(self, record: ClassificationRecord) -> None:
         has_pair = record.text_pair is not None
-        if pair_seen is None:
-            pair_seen = has_pair
-        elif has_pair != pair_seen:
-            expectation = "has" if pair_seen else "lacks"
+        if self.pair_seen is None:
+            self.pair_seen = has_pair
+        elif has_pair != self.pair_seen:
+            expectation = "has" if self.pair_seen else "lacks"
             raise InvalidFile(
                 f"line {record.line_number}: every record must have '{PAIR_FIELD}' or none may; "
                 f"the first record {expectation} it",
                 param="file",
             )
-        kind = "int" if isinstance(record.label, int) else "str"
-        kinds.add(kind)
-        if len(kinds) > 1:
+        self.kinds.add("int" if isinstance(record.label, int) else "str")
+        if len(self.kinds) > 1:
             raise InvalidFile(
                 f"line {record.line_number}: 'label' mixes integers and strings; use one kind throughout",
                 param="file",
             )
-        counts[str(record.label)] += 1
-        if len(counts) > MAX_DISTINCT_LABELS:
+        self.counts[str(record.label)] += 1
+        if len(self.counts) > MAX_DISTINCT_LABELS:
             raise InvalidFile(
                 f"line {record.line_number}: more than {MAX_DISTINCT_LABELS} distinct labels", param="file"
             )
-        summary.record_count += 1
-    if summary.record_count == 0:
-        raise InvalidFile("file holds no records", param="file")
-    summary.has_text_pair = bool(pair_seen)
-    summary.label_counts = dict(counts)
-    summary.label_kind = kinds.pop()
-    return summary
+        self.record_count += 1
+
+    def add_batch(self, labels: list[Label], pair_count: int) -> bool:
+        """Count a batch of valid records; False, changing nothing, if it breaks a rule across records."""
+        if not labels or pair_count not in (0, len(labels)):
+            return False
+        has_pair = pair_count > 0
+        kinds = self.kinds | {"int" if type(label) is int else "str" for label in set(labels)}
+        if (self.pair_seen is not None and has_pair != self.pair_seen) or len(kinds) > 1:
+            return False
+        batch_counts = Counter(labels)
+        if len(self.counts.keys() | {str(label) for label in batch_counts}) > MAX_DISTINCT_LABELS:
+            return False
+        self.pair_seen, self.kinds = has_pair, kinds
+        self.counts.update({str(label): count for label, count in batch_counts.items()})
+        self.record_count += len(labels)
+        return True
+
+    def finish(self, data_format: DataFormat) -> FileSummary:
+        if self.record_count == 0:
+            raise InvalidFile("file holds no records", param="file")
+        return FileSummary(
+            data_format=data_format,
+            record_count=self.record_count,
+            has_text_pair=bool(self.pair_seen),
+            label_counts=dict(self.counts),
+            label_kind=next(iter(self.kinds)),
+        )
+
+
+# A string that str.strip() leaves non-empty. Rust's \s lacks \x1c-\x1f, which Python strips.
+_NonBlank = Annotated[str, Strict(), StringConstraints(pattern=r"[^\s\x1c-\x1f]")]
+
+
+class _BatchRecord(TypedDict):
+    """What _record_from_mapping accepts, as a pydantic schema; other keys are ignored, as there."""
+
+    text: _NonBlank
+    text_pair: NotRequired[_NonBlank | None]
+    label: _NonBlank | StrictInt
+
+
+_BATCH_VALIDATOR = TypeAdapter(list[_BatchRecord])
+_BATCH_BYTES = MAX_RECORD_BYTES  # so no line of a batch can be over the limit
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _summarize_jsonl_batches(handle: BinaryIO, summary: _SummaryBuilder) -> tuple[int, int] | None:
+    """Validate the file's lines in batches, one JSON array each; None when all passed, else
+    (byte offset, lines before it) of the first batch that per-line validation must take over.
+
+    A batch is vouched for only if every line starts with '{', ends with '}' and holds no other
+    brace, even in a string. Joined by ",\n", such lines parse as one array element each: a
+    string cannot run across the raw newline, and a line's final '}' can only close the object
+    its first '{' opened. So the array holds one record per line, and a valid array means valid
+    lines. Anything else (braces in text, CRLF, blank lines, an error) goes to the per-line path.
+    """
+    offset = line_number = 0
+    while block := handle.read(_BATCH_BYTES):
+        end = block.rfind(b"\n") + 1 if len(block) == _BATCH_BYTES else len(block)
+        if end == 0:
+            return offset, line_number  # a line of a megabyte or more: the per-line path says what is wrong
+        batch = block[:end]
+        handle.seek(offset + end)
+        body = batch[len(_UTF8_BOM) :] if offset == 0 and batch.startswith(_UTF8_BOM) else batch
+        lines = batch.count(b"\n") + (not batch.endswith(b"\n"))
+        if not (
+            body.startswith(b"{")
+            and body.rstrip(b"\n").endswith(b"}")
+            and body.count(b"{") == body.count(b"}") == body.count(b"}\n{") + 1 == lines
+            and b"\r" not in body
+        ):
+            return offset, line_number
+        try:
+            records = _BATCH_VALIDATOR.validate_json(b"".join((b"[", body.replace(b"}\n{", b"},\n{"), b"]")))
+        except ValidationError:
+            return offset, line_number
+        labels: list[Label] = list(map(itemgetter(LABEL_FIELD), records))
+        pair_count = len(records) - list(map(methodcaller("get", PAIR_FIELD), records)).count(None)
+        if len(records) != lines or not summary.add_batch(labels, pair_count):
+            return offset, line_number
+        offset += end
+        line_number += lines
+    return None
 
 
 def iter_records(path: Path, data_format: DataFormat) -> Iterator[ClassificationRecord]:
@@ -115,9 +220,9 @@ def iter_records(path: Path, data_format: DataFormat) -> Iterator[Classification
 class _PhysicalLines:
     """The file's lines, decoded one by one so that an error names its line; none longer than the cap."""
 
-    def __init__(self, handle: BinaryIO) -> None:
+    def __init__(self, handle: BinaryIO, lines_before: int = 0) -> None:
         self._handle = handle
-        self.line_number = 0
+        self.line_number = lines_before
         self.bytes_since_mark = 0
 
     def __iter__(self) -> Iterator[str]:

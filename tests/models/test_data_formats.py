@@ -141,3 +141,87 @@ def test_records_the_fast_parser_refuses_are_judged_by_json_loads_exactly(tmp_pa
     # An integer label past Python's digit limit: both refuse it, and the message is json.loads's.
     huge = write(tmp_path, b'{"text": "a", "label": "x"}\n{"text": "b", "label": ' + b"7" * 5000 + b"}\n", "huge.jsonl")
     assert error_of(huge).startswith("line 2: invalid JSON (Exceeds the limit (4300 digits)")
+
+
+def jsonl_lines(count: int, *, label: object = None, pair: bool = False) -> list[bytes]:
+    """`count` valid records of about 60 bytes: a few dozen thousand fill several validation batches."""
+    return [
+        json.dumps(
+            {"text": f"sentence number {index}", **({"text_pair": "the other one"} if pair else {}), "label": label}
+            if label is not None
+            else {"text": f"sentence number {index}", "label": ["neg", "pos"][index % 2]}
+        ).encode()
+        + b"\n"
+        for index in range(count)
+    ]
+
+
+def per_line_summary(path: Path) -> tuple[int, dict[str, int], bool]:
+    """What record-by-record validation (the path the worker reads with) counts."""
+    records = list(iter_records(path, DataFormat.jsonl))
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[str(record.label)] = counts.get(str(record.label), 0) + 1
+    return len(records), counts, records[0].text_pair is not None
+
+
+def test_a_file_of_many_batches_is_summarised_as_record_by_record_validation_does(tmp_path: Path) -> None:
+    lines = jsonl_lines(60_000)
+    path = write(tmp_path, b"".join(lines))
+    assert path.stat().st_size > 2 * MAX_RECORD_BYTES
+    summary = summarize_file(path, DataFormat.jsonl)
+    assert (summary.record_count, summary.label_counts, summary.has_text_pair) == per_line_summary(path)
+    assert summary.label_counts == {"neg": 30_000, "pos": 30_000}
+
+
+def test_an_error_in_a_later_batch_names_its_exact_line(tmp_path: Path) -> None:
+    lines = jsonl_lines(60_000)
+    lines[45_678] = b'{"text": "fine", "label": ""}\n'
+    assert error_of(write(tmp_path, b"".join(lines))) == "line 45679: 'label' must not be empty"
+
+
+def test_label_kinds_mixed_across_batches_name_the_first_line_of_the_second_kind(tmp_path: Path) -> None:
+    lines = jsonl_lines(30_000, label="a") + jsonl_lines(30_000, label=1)
+    assert error_of(write(tmp_path, b"".join(lines))) == (
+        "line 30001: 'label' mixes integers and strings; use one kind throughout"
+    )
+
+
+def test_text_pair_dropped_in_a_later_batch_names_the_line(tmp_path: Path) -> None:
+    lines = jsonl_lines(30_000, label=1, pair=True) + jsonl_lines(30_000, label=1)
+    assert error_of(write(tmp_path, b"".join(lines))).startswith("line 30001: every record must have 'text_pair'")
+
+
+def test_lines_that_only_parse_when_joined_are_refused_by_line(tmp_path: Path) -> None:
+    """Neither line is a JSON object, though joined into one array they would make two valid records."""
+    content = b'{"text": "a", "label": "x", "k": [[\n]]}, {"text": "b", "label": "y"}\n'
+    assert error_of(write(tmp_path, content)).startswith("line 1: invalid JSON")
+    strings = b'{"text": "a", "label": "x", "k": "}\n{", "text": "b", "label": "y"}\n'
+    assert error_of(write(tmp_path, strings)).startswith("line 1: invalid JSON")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "\ufeff" + '{"text": "bom", "label": 1}\n{"text": "x", "label": 2}\n',
+        '{"text": "crlf", "label": 1}\r\n{"text": "x", "label": 2}\r\n',
+        '{"text": "no final newline", "label": 1}\n{"text": "{braces}", "label": 2}',
+        '{"text": "trailing blank line", "label": 1}\n{"text": "x", "label": 2}\n\n',
+    ],
+)
+def test_files_the_batches_cannot_vouch_for_are_still_read_whole(tmp_path: Path, content: str) -> None:
+    path = write(tmp_path, content.encode())
+    summary = summarize_file(path, DataFormat.jsonl)
+    assert (summary.record_count, summary.label_counts, summary.label_kind) == (2, {"1": 1, "2": 1}, "int")
+
+
+def test_text_is_blank_in_a_batch_exactly_when_str_strip_empties_it(tmp_path: Path) -> None:
+    """The batch schema tests blankness with a Rust regex; it must agree with str.strip on every character."""
+    characters = [chr(code) for code in range(0x110000) if not 0xD800 <= code <= 0xDFFF]
+    lines = [json.dumps({"text": character, "label": 1}).encode() + b"\n" for character in characters]
+    blank = [index for index, character in enumerate(characters) if not character.strip()]
+    assert error_of(write(tmp_path, b"".join(lines))) == f"line {blank[0] + 1}: 'text' must be a non-empty string"
+    kept = [line for index, line in enumerate(lines) if index not in set(blank) and b"{" not in line[1:-2]]
+    kept = [line for line in kept if b"}" not in line[:-2]]
+    summary = summarize_file(write(tmp_path, b"".join(kept), "kept.jsonl"), DataFormat.jsonl)
+    assert summary.record_count == len(kept)
