@@ -202,8 +202,10 @@ def inference_pass(job: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
                 body(**batch)
         return time.perf_counter() - started
 
-    one_pass()  # the first pass pays for one-off kernel set-up; time the second
-    return {"seconds": one_pass(), "tokens": int(lengths.sum())}
+    # The first pass in a process pays for one-off kernel set-up; the second is the baseline (the
+    # stricter one: a job's first pass pays that set-up too).
+    first = one_pass()
+    return {"seconds": one_pass(), "first_pass_seconds": first, "tokens": int(lengths.sum())}
 
 
 def run_one(kind: str, strategy: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -257,7 +259,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         if "feature_extraction" in args.strategies:
             report["inference_pass"] = in_fresh_process("inference_pass", "feature_extraction", args, Path(work))
-            print(f"one inference pass of the body over the training rows: {report['inference_pass']['seconds']:.2f} s")
+            inference = report["inference_pass"]
+            print(
+                f"one inference pass of the body over the training rows: {inference['seconds']:.2f} s "
+                f"(the first in a fresh process: {inference['first_pass_seconds']:.2f} s)"
+            )
         for strategy in args.strategies:
             results: dict[str, Any] = {}
             kinds = ["trainer_max_length", "trainer_dynamic", "graft"]
@@ -284,30 +290,30 @@ def main() -> None:
 
 
 def print_table(report: dict[str, Any]) -> None:
-    print(f"\n{'strategy':<19}{'run':<20}{'wall s':>8}{'samples/s':>11}{'accuracy':>10}{'speed-up':>10}{'target':>8}")
+    """Per strategy: each run, then Graft's speed-ups over both Trainer runs against the targets."""
+    print(f"\n{'strategy':<19}{'run':<20}{'wall s':>8}{'examples/s':>12}{'accuracy':>10}")
     for strategy, results in report["strategies"].items():
         for kind in ("trainer_max_length", "trainer_dynamic", "graft", "graft_cache_hit"):
-            if kind not in results:
-                continue
-            row = results[kind]
-            line = (
-                f"{strategy:<19}{kind:<20}{row['seconds']:8.1f}{row['samples_per_second']:11.1f}{row['accuracy']:10.4f}"
-            )
-            if kind == "trainer_max_length":
-                line += f"{results['speedup_vs_trainer_max_length']:9.1f}×{TARGETS[strategy][0]:7.1f}×"
-            if kind == "trainer_dynamic":
-                line += f"{results['speedup_vs_trainer_dynamic']:9.1f}×{TARGETS[strategy][1]:7.2f}×"
-            print(line)
+            if kind in results:
+                row = results[kind]
+                print(
+                    f"{strategy:<19}{kind:<20}{row['seconds']:8.1f}{row['samples_per_second']:12.1f}"
+                    f"{row['accuracy']:10.4f}"
+                )
+        maximum, dynamic = TARGETS[strategy]
         print(
-            f"{'':<19}accuracy, Graft minus the better Trainer run: {results['accuracy_points_vs_trainer']:+.1f} points"
+            f"{'':<19}Graft {results['speedup_vs_trainer_max_length']:.1f}× the max-length Trainer [≥ {maximum}×], "
+            f"{results['speedup_vs_trainer_dynamic']:.2f}× the dynamic-padding one [≥ {dynamic}×]; "
+            f"accuracy {results['accuracy_points_vs_trainer']:+.1f} points against the better Trainer run"
         )
     if "inference_pass" in report and "feature_extraction" in report["strategies"]:
         inference = report["inference_pass"]["seconds"]
         fe = report["strategies"]["feature_extraction"]
+        cold = fe["graft"]["training_phase_seconds"] / inference
+        hit = fe["graft_cache_hit"]["training_phase_seconds"] / inference
         print(
-            f"feature_extraction training phase: {fe['graft']['training_phase_seconds'] / inference:.2f}× one "
-            f"inference pass [≤ 1.2×]; on a cache hit {fe['graft_cache_hit']['training_phase_seconds'] / inference:.2f}× "
-            "[≤ 0.2×]"
+            f"feature_extraction training phase: {cold:.2f}× one inference pass [≤ 1.2×]; "
+            f"on a cache hit {hit:.2f}× [≤ 0.2×]"
         )
 
 
