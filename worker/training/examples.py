@@ -67,6 +67,18 @@ class TokenisedExamples:
             batch[name] = values[indices].long()
         return batch
 
+    def first_tokens(self, indices: list[int]) -> Batch:
+        """Examples `indices` cut to their first token (right padding only): all a [CLS] head reads."""
+        if self.padding_side != "right":
+            raise ValueError("the first token of a left-padded batch is padding")
+        starts = self.offsets[indices]
+        batch: Batch = {"attention_mask": torch.ones((len(indices), 1), dtype=torch.long)}
+        for name, values in self.token_fields.items():
+            batch[name] = values[starts].long().unsqueeze(1)
+        for name, values in self.example_fields.items():
+            batch[name] = values[indices].long()
+        return batch
+
     def flat_token_index(self, indices: list[int]) -> torch.Tensor:
         """The flat positions of the tokens of `indices`, row by row: the order a batch's mask lists them in."""
         lengths = self.lengths[indices]

@@ -171,11 +171,11 @@ class BoundaryFeatures:
         """The batch's inputs (cut to the first token when that is all the head reads) and its boundary states."""
         if self.filler is not None:
             self.filler.ensure(indices)
-        batch = self.examples.batch(indices)
         if self.first_token_only:
-            batch = {name: t[:, :1] if t.dim() == 2 else t for name, t in batch.items()}
+            batch = self.examples.first_tokens(indices)
             states = self.states[indices].unsqueeze(1)
         else:
+            batch = self.examples.batch(indices)
             mask = batch["attention_mask"].bool()
             states = torch.zeros((*mask.shape, self.states.shape[-1]), dtype=self.states.dtype)
             states[mask] = self.states[self.examples.flat_token_index(indices)]

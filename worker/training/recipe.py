@@ -144,7 +144,9 @@ class FineTuningRecipe:
         self.steps_per_epoch = math.ceil(len(self.training_examples) / hyper.batch_size)
         self.total_steps = self.steps_per_epoch * hyper.n_epochs
         self.optimizer = self.accelerator.optimizer(
-            optimizer_parameter_groups(self.plan, hyper.learning_rate, hyper.weight_decay), hyper.learning_rate
+            optimizer_parameter_groups(self.plan, hyper.learning_rate, hyper.weight_decay),
+            hyper.learning_rate,
+            head_only=self.plan.frozen_layers == len(self.plan.layers),
         )
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer,

@@ -159,6 +159,22 @@ def test_a_cuda_accelerator_without_bf16_computes_features_in_float32() -> None:
     assert accelerator.pin_memory
 
 
+def test_a_head_only_run_on_cpu_gets_the_fused_kernel_which_steps_like_foreach() -> None:
+    torch.manual_seed(0)
+    heads = [nn.Linear(4, 2) for _ in range(2)]
+    heads[1].load_state_dict(heads[0].state_dict())
+    fused = Accelerator.pick().optimizer([{"params": list(heads[0].parameters())}], 1e-2, head_only=True)
+    foreach = Accelerator.pick().optimizer([{"params": list(heads[1].parameters())}], 1e-2)
+    assert fused.defaults["fused"] is True and not foreach.defaults["fused"]
+    batch = torch.randn(3, 4)
+    for head, optimizer in zip(heads, (fused, foreach), strict=True):
+        for _ in range(3):
+            head(batch).square().sum().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    torch.testing.assert_close(heads[0].weight, heads[1].weight)
+
+
 @pytest.mark.gpu
 def test_pick_on_a_cuda_machine_uses_bf16_autocast_tf32_and_the_fused_optimizer(tf32_switches: None) -> None:
     accelerator = Accelerator.pick()

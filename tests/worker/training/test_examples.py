@@ -96,3 +96,25 @@ def test_the_constructor_refuses_an_example_field_of_the_wrong_length() -> None:
     offsets = torch.tensor([0, 2, 5])
     with pytest.raises(ValueError, match="example field labels holds 3 values for 2 examples"):
         TokenisedExamples(offsets, {"input_ids": torch.arange(5)}, {"labels": torch.tensor([0, 1, 1])})
+
+
+def test_first_tokens_is_the_first_column_of_the_padded_batch() -> None:
+    examples = from_lists(
+        {
+            "input_ids": [[101, 7, 102], [101, 102], [101, 8, 9, 102]],
+            "token_type_ids": [[0, 0, 0], [0, 0], [0, 0, 0, 0]],
+        },
+        {"labels": [1, 0, 1]},
+        pad_values={"input_ids": 0},
+    )
+    padded, first = examples.batch([2, 0]), examples.first_tokens([2, 0])
+    assert set(first) == set(padded)
+    for name in ("input_ids", "token_type_ids", "attention_mask"):
+        assert torch.equal(first[name], padded[name][:, :1])
+    assert torch.equal(first["labels"], padded["labels"])
+
+
+def test_first_tokens_refuses_left_padding_where_the_first_token_is_a_pad() -> None:
+    examples = from_lists({"input_ids": [[5, 6]]}, {"labels": [0]}, pad_values={}, padding_side="left")
+    with pytest.raises(ValueError, match="left-padded"):
+        examples.first_tokens([0])
