@@ -44,6 +44,7 @@ from models.storage import ArtifactStore
 from models.tables import BaseModel, File, Job
 from worker.lifeline import die_with_parent
 from worker.progress import DatabaseReporter
+from worker.runner import TEMPLATE_FILE
 from worker.training.accelerator import Accelerator
 from worker.training.checkpoints import is_complete
 from worker.training.config import TrainingConfig
@@ -118,6 +119,7 @@ def train_job(
     stop_signal: StopSignal,
     pool: ModelPool | None = None,
     handed_over: float | None = None,
+    template_path: Path | None = None,
 ) -> dict[str, Any]:
     """Train the job; `handed_over` (wall-clock) is when the runner gave it to this process."""
     received = time.monotonic() - max(time.time() - handed_over, 0.0) if handed_over else time.monotonic()
@@ -141,6 +143,9 @@ def train_job(
         started=received,
     )
     recipe.setup()
+    if template_path is not None:
+        # Whatever becomes of the run, the worker's next standby preloads this base model.
+        write_result(template_path, asdict(recipe.template_key))
     if recipe.model_from_pool:
         database.message("Base model taken from the worker's memory (loaded before the job arrived)")
     resume_from_latest_checkpoint(recipe, settings.database_url, store, database)
@@ -161,7 +166,6 @@ def train_job(
         handle.write(results)
     return {
         "status": "succeeded",
-        "template": asdict(recipe.template_key),
         "manifest": asdict(manifest),
         "trained_tokens": trained_tokens,
         "results": {
@@ -190,7 +194,9 @@ def main(argv: list[str]) -> int:
     job_id, attempt, result_path = argv[0], int(argv[1]), Path(argv[2])
     handed_over = float(argv[3]) if len(argv) > 3 else None
     try:
-        result = train_job(settings, job_id, attempt, stop_signal, pool, handed_over)
+        result = train_job(
+            settings, job_id, attempt, stop_signal, pool, handed_over, result_path.with_name(TEMPLATE_FILE)
+        )
         exit_code = EXIT_SUCCEEDED
     except LeaseLost:
         logging.info("job %s: run %d no longer owns the job; stopping", job_id, attempt)

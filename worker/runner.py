@@ -86,6 +86,7 @@ class ChildResult:
     exit_code: int | None
     payload: dict[str, Any] | None
     interruption: Interruption | None
+    template: dict[str, Any] | None = None  # the base model the run loaded, for the next standby to preload
 
 
 def never() -> bool:
@@ -114,7 +115,7 @@ def run_job(job_id: str, settings: RunnerSettings, stop_requested: Callable[[], 
         return
     try:
         result = supervise_training_process(job_id, attempt, settings, stop_requested)
-        remember_template((result.payload or {}).get("template"), settings.model_pool_size)
+        remember_template(result.template, settings.model_pool_size)
         record_run_end(job_id, attempt, result, settings)
     except DBAPIError as error:
         if not is_transient_database_error(error):
@@ -150,8 +151,15 @@ def supervise_training_process(
         except BaseException:
             kill_process(process)  # never leave training running unsupervised
             raise
-        return ChildResult(exit_code=process.returncode, payload=read_result(result_path), interruption=interruption)
+        return ChildResult(
+            exit_code=process.returncode,
+            payload=read_result(result_path),
+            interruption=interruption,
+            template=read_result(result_path.with_name(TEMPLATE_FILE)),
+        )
 
+
+TEMPLATE_FILE = "template.json"  # written beside the result: the template key of the run's base model
 
 # The training process started ahead for the next job (worker.child --standby), and the template
 # keys (task, base model, labels) of this worker's recent jobs, newest first, which it preloads.
