@@ -68,11 +68,7 @@ def job_network(template: Template, *, keep_template: bool) -> PreTrainedModel:
 
 def initialise_new_modules(network: PreTrainedModel, names: list[str]) -> None:
     for name in names:
-        module = network.get_submodule(name)
-        for parameter in module.parameters(recurse=False):
-            # transformers skips parameters it marked as initialised while loading
-            parameter._is_hf_initialized = False  # type: ignore[attr-defined]
-        network._init_weights(module)
+        network._init_weights(network.get_submodule(name))
 
 
 def new_module_names(missing_keys: set[str] | list[str]) -> list[str]:
