@@ -419,11 +419,13 @@ class FineTuningRecipe:
         return trained_tokens
 
     def _head_only_on_cached_vectors(self) -> bool:
-        """Whether a step is only the head on one cached vector per example (tiny operations)."""
+        """Whether a step is only the head on one cached vector per example (tiny operations).
+
+        Decided by the job alone, never by what the cache held, so a run computes the same numbers
+        on a cold and a warm cache and when resumed (features still filling in use all threads).
+        """
         features = self.training_features
-        return (
-            features is not None and features.first_token_only and (features.filler is None or features.filler.complete)
-        )
+        return features is not None and features.first_token_only
 
     def _stop(self, *, step: int, epoch: int, batches_into_epoch: int, trained_tokens: int) -> None:
         """Checkpoint where training stands (unless nothing was trained since the last one) and stop."""
