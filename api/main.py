@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from anyio import CapacityLimiter
@@ -11,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from api.errors import install_error_handlers
 from api.routes import files, jobs, models
 from models.db import READ_POOL_SIZE
+from models.read_pool import AsyncReadPool
 from models.schemas import ErrorResponse
 from models.settings import Settings, get_settings
 
@@ -30,12 +33,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Graft",
         version="0.1.0",
         summary="Fine-tuning jobs for Hugging Face models, OpenAI-compatible.",
+        lifespan=_read_pool_lifespan,
     )
     # Read once here, at the edge; requests get it from app.state (api.deps.get_app_settings).
     app.state.settings = settings if settings is not None else get_settings()
     # Threads for models.db.run_read, no more than its pool has connections (one per app: a limiter
     # belongs to the event loop that first waits on it).
     app.state.read_limiter = CapacityLimiter(READ_POOL_SIZE)
+    # On PostgreSQL the lifespan opens an asyncio read pool (models.read_pool); until then, and on
+    # SQLite, reads take the threadpool.
+    app.state.read_pool = None
     install_error_handlers(app)
     for router in (files.router, jobs.router, models.router):
         app.include_router(router, responses=COMMON_ERRORS)
@@ -46,6 +53,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+@asynccontextmanager
+async def _read_pool_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The asyncio read pool lives as long as the server's event loop: opened at start-up, closed at shutdown."""
+    pool = AsyncReadPool.for_database(app.state.settings.database_url)
+    if pool is None:
+        yield
+        return
+    await pool.open()
+    app.state.read_pool = pool
+    try:
+        yield
+    finally:
+        app.state.read_pool = None
+        await pool.close()
 
 
 def _openapi_without_422(app: FastAPI) -> dict[str, Any]:

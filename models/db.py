@@ -78,8 +78,9 @@ _READ_ENGINES: dict[str, Engine] = {}
 POOL_SIZE = 40
 POOL_MAX_OVERFLOW = 10
 
-# The read pool (read_connection): its own connections, as many as threads may use it at once
-# (api.main gives those reads a limiter of this size), so a read never waits for a connection.
+# The read pools: run_read's engine, with as many connections as threads may use it at once (api.main
+# gives those reads a limiter of this size), so a read never waits for one; and, on PostgreSQL, the
+# API's asyncio pool of the same size (models.read_pool).
 READ_POOL_SIZE = 8
 # Instead of pinging each connection on checkout: a connection is replaced after this long, and a
 # read that finds its connection dropped anyway (a server restart) runs once more on a new one.

@@ -8,7 +8,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from psycopg import AsyncConnection
 from sqlalchemy import Connection, bindparam, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -110,6 +112,13 @@ _JOB_WITH_KEY = (
 )
 
 
+_PSYCOPG = psycopg_dialect()  # type: ignore[no-untyped-call]
+_JOB_WITH_KEY_ON_PSYCOPG = str(_JOB_WITH_KEY.compile(dialect=_PSYCOPG))
+_PSYCOPG_RESULT = tuple(
+    column.type.dialect_impl(_PSYCOPG).result_processor(_PSYCOPG, None) for column in _JOB_WITH_KEY.selected_columns
+)
+
+
 class _KeyColumns(NamedTuple):
     tenant_id: str
     secret_sha256: str
@@ -125,8 +134,29 @@ def get_job_for_key(connection: Connection, presented_key: str, job_id: str) -> 
     object, read-only. Reads only; `connection` needs no transaction (db.run_read).
     """
     lookup, secret = tenants.split_key(presented_key)
-    wanted = job_id if is_well_formed(job_id, IdPrefix.job) else None
-    row = connection.execute(_JOB_WITH_KEY, {"lookup": lookup, "job_id": wanted}).first()
+    row = connection.execute(_JOB_WITH_KEY, _job_with_key_parameters(lookup, job_id)).first()
+    return _job_of_key_row(tuple(row) if row is not None else None, secret, job_id)
+
+
+async def read_job_for_key(connection: AsyncConnection[Any], presented_key: str, job_id: str) -> Job:
+    """`get_job_for_key` on a psycopg asyncio connection (models.read_pool): the same statement and answers."""
+    lookup, secret = tenants.split_key(presented_key)
+    cursor = await connection.execute(_JOB_WITH_KEY_ON_PSYCOPG, _job_with_key_parameters(lookup, job_id))
+    row = await cursor.fetchone()
+    if row is None:
+        return _job_of_key_row(None, secret, job_id)
+    # What SQLAlchemy does to each value on its way out (UTCDateTime's conversion to UTC, say).
+    values = tuple(
+        value if process is None else process(value) for process, value in zip(_PSYCOPG_RESULT, row, strict=True)
+    )
+    return _job_of_key_row(values, secret, job_id)
+
+
+def _job_with_key_parameters(lookup: str, job_id: str) -> dict[str, str | None]:
+    return {"lookup": lookup, "job_id": job_id if is_well_formed(job_id, IdPrefix.job) else None}
+
+
+def _job_of_key_row(row: tuple[Any, ...] | None, secret: str, job_id: str) -> Job:
     tenants.tenant_of_key(_KeyColumns(*row[:3]) if row is not None else None, secret)
     if row is None or row[_JOB_ID_AT] is None:
         raise NotFound(f"No such fine-tuning job: {job_id}", param="fine_tuning_job_id")

@@ -15,6 +15,7 @@ from api.routing import SessionReleasingRoute
 from models import artifacts, checkpoints, events, jobs, queue, quotas
 from models.db import run_read
 from models.errors import ServiceUnavailable
+from models.read_pool import AsyncReadPool
 from models.schemas import MAX_LIST_LIMIT, CheckpointRead, ErrorResponse, EventRead, JobCreate, JobRead, ListPage
 from models.settings import Settings
 
@@ -79,18 +80,23 @@ def list_fine_tuning_jobs(
 
 @router.get("/{job_id}", response_model=JobRead)
 async def retrieve_fine_tuning_job(job_id: str, request: Request) -> Response:
-    """The most polled route, kept lean: one thread hop, one connection and one statement for key and job.
+    """The most polled route, kept lean: one connection and one statement for key and job.
 
-    The key is read from the header here rather than through a dependency, and the body is
-    serialized in the worker thread from the JobRead just built; the Response is sent as it is,
-    where a returned model would be validated again.
+    On PostgreSQL the statement is awaited on the event loop (models.read_pool); on SQLite it runs
+    in one thread hop. The key is read from the header here rather than through a dependency, and
+    the body is serialized from the JobRead just built; the Response is sent as it is, where a
+    returned model would be validated again.
     """
     key = await get_bearer_key(request.headers.get("authorization"))
-    settings: Settings = request.app.state.settings
+    read_pool: AsyncReadPool | None = request.app.state.read_pool
+    if read_pool is not None:
+        job = await read_pool.run(lambda connection: jobs.read_job_for_key(connection, key, job_id))
+        return Response(JobRead.from_row(job).model_dump_json().encode(), media_type="application/json")
 
     def read_job(connection: Connection) -> bytes:
         return JobRead.from_row(jobs.get_job_for_key(connection, key, job_id)).model_dump_json().encode()
 
+    settings: Settings = request.app.state.settings
     body = await anyio.to_thread.run_sync(
         run_read, settings.database_url, read_job, limiter=request.app.state.read_limiter
     )
