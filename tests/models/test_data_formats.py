@@ -200,6 +200,45 @@ def test_lines_that_only_parse_when_joined_are_refused_by_line(tmp_path: Path) -
     assert error_of(write(tmp_path, strings)).startswith("line 1: invalid JSON")
 
 
+def test_two_objects_on_one_line_are_refused_even_beside_a_blank_line_that_evens_the_count(tmp_path: Path) -> None:
+    """Two records from three lines' worth of text: the batch must not mistake them for two valid lines."""
+    content = b'{"text": "a", "label": "x"}{"text": "b", "label": "y"}\n\n{"text": "c", "label": "x"}\n'
+    assert error_of(write(tmp_path, content)).startswith("line 1: invalid JSON")
+
+
+def test_an_object_spread_over_lines_is_refused_by_line(tmp_path: Path) -> None:
+    content = b'{"text": "a",\n"label": "x"}\n{"text": "b", "label": "y"}\n{"text": "c", "label": "x"}\n'
+    assert error_of(write(tmp_path, content)).startswith("line 1: invalid JSON")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b'{"text": "fine", "label": true}\n', "line 30001: 'label' must be a string or an integer, got bool"),
+        (b'{"text": " \\t ", "label": "x"}\n', "line 30001: 'text' must be a non-empty string"),
+        (b'{"text": "fine", "text_pair": " ", "label": "x"}\n', "line 30001: 'text_pair' must be a non-empty string"),
+        (b'{"text": "caf\xe9", "label": "x"}\n', "line 30001: not valid UTF-8"),
+        (b'{"text": "fine", "label": "x"}\r\n', None),  # one CRLF line among LF ones is fine
+    ],
+)
+def test_a_fault_deep_in_a_batch_is_named_as_the_per_line_path_names_it(
+    tmp_path: Path, line: bytes, message: str | None
+) -> None:
+    lines = jsonl_lines(60_000)
+    lines[30_000] = line
+    path = write(tmp_path, b"".join(lines))
+    if message is None:
+        assert summarize_file(path, DataFormat.jsonl).record_count == 60_000
+    else:
+        assert error_of(path).startswith(message)
+
+
+def test_a_crlf_file_of_many_batches_is_summarised_as_record_by_record_validation_does(tmp_path: Path) -> None:
+    path = write(tmp_path, b"".join(line.replace(b"\n", b"\r\n") for line in jsonl_lines(60_000, pair=True, label=3)))
+    summary = summarize_file(path, DataFormat.jsonl)
+    assert (summary.record_count, summary.label_counts, summary.has_text_pair) == per_line_summary(path)
+
+
 @pytest.mark.parametrize(
     "content",
     [
@@ -207,16 +246,18 @@ def test_lines_that_only_parse_when_joined_are_refused_by_line(tmp_path: Path) -
         '{"text": "crlf", "label": 1}\r\n{"text": "x", "label": 2}\r\n',
         '{"text": "no final newline", "label": 1}\n{"text": "{braces}", "label": 2}',
         '{"text": "trailing blank line", "label": 1}\n{"text": "x", "label": 2}\n\n',
+        '{"text": "}\\n{", "label": 1}\n{"text": "an escaped newline between braces", "label": 2}\n',
+        '{"text": "a stray \\r", "label": 1}\r\n{"text": "x", "label": 2}\r\r\n',
     ],
 )
-def test_files_the_batches_cannot_vouch_for_are_still_read_whole(tmp_path: Path, content: str) -> None:
+def test_files_with_a_bom_crlf_braces_or_blank_ends_are_read_whole(tmp_path: Path, content: str) -> None:
     path = write(tmp_path, content.encode())
     summary = summarize_file(path, DataFormat.jsonl)
     assert (summary.record_count, summary.label_counts, summary.label_kind) == (2, {"1": 1, "2": 1}, "int")
 
 
 def test_text_is_blank_in_a_batch_exactly_when_str_strip_empties_it(tmp_path: Path) -> None:
-    """The batch schema tests blankness with a Rust regex; it must agree with str.strip on every character."""
+    """Blankness in a batch and on the per-line path must agree with str.strip on every character."""
     characters = [chr(code) for code in range(0x110000) if not 0xD800 <= code <= 0xDFFF]
     lines = [json.dumps({"text": character, "label": 1}).encode() + b"\n" for character in characters]
     blank = [index for index, character in enumerate(characters) if not character.strip()]
