@@ -27,6 +27,7 @@ from worker.training.checkpoints import (
     restore_random_generators,
     save_checkpoint,
 )
+from worker.training.collector import long_lived_objects_frozen
 from worker.training.config import DataFile, TrainingConfig
 from worker.training.examples import Batch, TokenisedExamples
 from worker.training.export import ExportManifest, export_model_archive
@@ -339,6 +340,10 @@ class FineTuningRecipe:
         of training passed since the last one, and when a stop is requested; the latter then
         raises TrainingStopped.
         """
+        with long_lived_objects_frozen():
+            return self._train()
+
+    def _train(self) -> int:
         self.prepare_frozen_features()
         step, trained_tokens, samples_seen = self.position.step, self.position.trained_tokens, 0
         started = last_checkpoint = time.monotonic()
