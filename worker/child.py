@@ -51,7 +51,7 @@ from worker.training.config import TrainingConfig
 from worker.training.data_cache import DerivedDataCache
 from worker.training.heads import TASKS
 from worker.training.metrics_log import MetricsLog
-from worker.training.model_pool import ModelPool, TemplateKey, warm_up
+from worker.training.model_pool import ModelPool, TemplateKey
 from worker.training.prepared_data import CacheOptions
 from worker.training.recipe import FineTuningRecipe, RunControl, TrainingStopped, describe_run
 from worker.training.reporting import FanOutReporter, TrainingFailure
@@ -60,9 +60,6 @@ EXIT_SUCCEEDED, EXIT_FAILED, EXIT_LOST_JOB, EXIT_STOPPED = 0, 1, 3, 4
 STANDBY_FLAG = "--standby"
 STANDBY_POLL_SECONDS = 0.5
 MAX_MESSAGE_CHARS = 300
-# (batch size, length) of the dummy batches a standby warms its templates up with: small, and
-# enough for a job's first pass to run as fast as a later one (model_pool.warm_up).
-WARM_UP_SHAPES = ((32, 8), (64, 16), (64, 32))
 
 
 def load_training_config(database_url: str, job_id: str, artifact_root: Path) -> TrainingConfig:
@@ -238,23 +235,13 @@ def main(argv: list[str]) -> int:
 
 
 def preload_templates(pool: ModelPool, templates: list[dict[str, Any]]) -> None:
-    """Load the base models of the worker's recent jobs and warm each up (model_pool.warm_up).
-
-    One that fails to load is left to its next job; one whose warm-up fails is kept as it is.
-    """
+    """Load the base models of the worker's recent jobs; one that fails to load is left to its next job."""
     for fields in templates[: pool.capacity]:
         key = TemplateKey(**fields)
-        task = TASKS[Task(key.task)]
         try:
-            template = task.load_template(key)
+            pool.add(key, TASKS[Task(key.task)].load_template(key))
         except (OSError, ValueError, KeyError):
             logging.warning("could not preload %s; a job will load it itself", key.location, exc_info=True)
-            continue
-        try:
-            warm_up(template.network, [task.warm_up_batch(template.network, *shape) for shape in WARM_UP_SHAPES])
-        except Exception:  # an optimisation only: the template is as good without it
-            logging.warning("could not warm up %s; its first job will", key.location, exc_info=True)
-        pool.add(key, template)
 
 
 def wait_for_job(stop_signal: StopSignal) -> str | None:

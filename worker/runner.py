@@ -40,6 +40,7 @@ from models.errors import JobErrorCode
 from models.jobs import JobFailure, LeaseState
 from models.settings import Settings
 from models.storage import ArtifactStore
+from worker.allocator import with_training_allocator
 from worker.lifeline import PARENT_PID_VARIABLE
 
 logger = logging.getLogger(__name__)
@@ -211,7 +212,7 @@ def hand_job_to_training_process(job_arguments: list[str], settings: RunnerSetti
 
 def _start_training_process(command: list[str], settings: RunnerSettings) -> subprocess.Popen[bytes]:
     environment = {
-        **os.environ,
+        **with_training_allocator(),
         "GRAFT_DATABASE_URL": settings.database_url,
         "GRAFT_ARTIFACT_ROOT": str(settings.artifact_root),
         "GRAFT_CHECKPOINT_INTERVAL_SECONDS": str(settings.checkpoint_interval_seconds),

@@ -21,6 +21,7 @@ from tests.conftest import jsonl_bytes, upload_file
 from tests.processes import wait_for
 from tests.worker.training.conftest import sentiment_rows
 from worker import runner
+from worker.allocator import TRAINING_ALLOCATOR_ENVIRONMENT
 from worker.child import EXIT_FAILED, EXIT_STOPPED
 from worker.reconciler import purge_derived_data
 from worker.training.data_cache import DerivedDataCache
@@ -49,6 +50,18 @@ def test_an_idle_standby_leaves_promptly_on_sigterm(
     started = time.monotonic()
     assert process.wait(timeout=30) in (EXIT_STOPPED, -signal.SIGTERM)
     assert time.monotonic() - started < 5
+
+
+def test_a_training_process_starts_with_the_allocator_settings_unless_the_operator_chose_others(
+    runner_settings: runner.RunnerSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "12345")
+    process = started_standby(runner_settings)
+    variables = dict(
+        entry.split("=", 1) for entry in Path(f"/proc/{process.pid}/environ").read_text().split("\0") if "=" in entry
+    )
+    assert variables["MALLOC_MMAP_THRESHOLD_"] == TRAINING_ALLOCATOR_ENVIRONMENT["MALLOC_MMAP_THRESHOLD_"]
+    assert variables["MALLOC_TRIM_THRESHOLD_"] == "12345"
 
 
 def test_a_standby_whose_worker_closes_its_stdin_leaves(runner_settings: runner.RunnerSettings) -> None:

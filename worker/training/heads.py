@@ -15,7 +15,7 @@ from transformers import (
 from models.data_formats import iter_records
 from models.schemas import Task
 from worker.training.config import DataFile, TrainingConfig
-from worker.training.examples import Batch, TokenisedExamples, from_lists
+from worker.training.examples import TokenisedExamples, from_lists
 from worker.training.metrics import accuracy, macro_f1
 from worker.training.model_pool import Template, TemplateKey, new_module_names
 
@@ -36,10 +36,6 @@ class TaskAdapter(Protocol):
     ) -> TokenisedExamples: ...
 
     def metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]: ...
-
-    def warm_up_batch(self, network: PreTrainedModel, batch_size: int, length: int) -> Batch:
-        """A batch of this task's inputs and labels, content arbitrary, for model_pool.warm_up."""
-        ...
 
 
 class TextClassification:
@@ -89,14 +85,6 @@ class TextClassification:
             pad_values={"input_ids": tokenizer.pad_token_id or 0},
             padding_side="left" if tokenizer.padding_side == "left" else "right",
         )
-
-    def warm_up_batch(self, network: PreTrainedModel, batch_size: int, length: int) -> Batch:
-        token_id = network.config.pad_token_id or 0
-        return {
-            "input_ids": torch.full((batch_size, length), token_id, dtype=torch.long),
-            "attention_mask": torch.ones((batch_size, length), dtype=torch.long),
-            "labels": torch.zeros(batch_size, dtype=torch.long),
-        }
 
     def metrics(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         predictions = logits.argmax(dim=-1)

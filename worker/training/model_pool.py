@@ -12,10 +12,7 @@ import copy
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import torch
 from transformers import PreTrainedModel
-
-from worker.training.examples import Batch
 
 
 @dataclass(frozen=True)
@@ -67,30 +64,6 @@ def job_network(template: Template, *, keep_template: bool) -> PreTrainedModel:
     network = copy.deepcopy(template.network) if keep_template else template.network
     initialise_new_modules(network, template.new_modules)
     return network
-
-
-def warm_up(network: PreTrainedModel, batches: list[Batch]) -> None:
-    """Run `network` forward and backward on each batch, then forward in inference mode; its weights stay as they were.
-
-    The first passes of a process pay one-off set-up: the CPU thread pool, kernel selection, the
-    allocator's growth (on CUDA, the context and cuBLAS handles). Over 2,000 SST-2 rows on two
-    cores that was 0.35 s of a 2.7 s inference pass; after a 0.3 s warm-up on small dummy batches
-    the first pass ran as fast as any later one (bench/training.py). A standby pays this while it
-    waits for a job. Gradients are dropped afterwards, and the dropout draws come from the RNG that
-    each job seeds again before its network is made (FineTuningRecipe._load_network).
-    """
-    was_training = network.training
-    try:
-        for batch in batches:
-            network.train()
-            with torch.enable_grad():
-                network(**batch).loss.backward()
-            network.eval()
-            with torch.no_grad():
-                network(**{name: tensor for name, tensor in batch.items() if name != "labels"})
-    finally:
-        network.zero_grad(set_to_none=True)
-        network.train(was_training)
 
 
 def initialise_new_modules(network: PreTrainedModel, names: list[str]) -> None:

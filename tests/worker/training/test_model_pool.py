@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import logging
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
@@ -10,13 +8,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from models.schemas import StrategyType, Task
+from models.schemas import StrategyType
 from models.storage import ArtifactStore
 from tests.worker.training.conftest import RecordingReporter
-from worker.child import WARM_UP_SHAPES, preload_templates
 from worker.training.config import TrainingConfig
-from worker.training.heads import TASKS
-from worker.training.model_pool import ModelPool, Template, TemplateKey, new_module_names, warm_up
+from worker.training.model_pool import ModelPool, Template, TemplateKey, new_module_names
 from worker.training.recipe import FineTuningRecipe
 
 
@@ -166,52 +162,3 @@ def test_jobs_on_a_pool_of_capacity_zero_load_cold_every_time(make_config: Any, 
 def test_new_module_names_are_the_owners_of_the_missing_keys_in_a_fixed_order() -> None:
     missing = ["classifier.weight", "score.bias", "classifier.bias", "pre_classifier.dense.weight"]
     assert new_module_names(missing) == ["classifier", "pre_classifier.dense", "score"]
-
-
-def warmed_up_pool(config: TrainingConfig, store_root: Path) -> ModelPool:
-    """A pool as a worker's standby leaves it: the job's base model preloaded and warmed up."""
-    pool = ModelPool(capacity=1)
-    template_key = set_up(config, store_root, pool=None).template_key
-    preload_templates(pool, [asdict(template_key)])
-    assert template_key in pool
-    return pool
-
-
-def test_a_warm_up_leaves_the_weights_no_gradients_and_the_mode_as_they_were(make_config: Any, tmp_path: Path) -> None:
-    network = set_up(make_config(StrategyType.full), tmp_path, pool=None).network
-    network.eval()
-    before = snapshot(network)
-    task = TASKS[Task.text_classification]
-    warm_up(network, [task.warm_up_batch(network, *shape) for shape in WARM_UP_SHAPES])
-    assert_same_tensors(before, snapshot(network))
-    assert all(parameter.grad is None for parameter in network.parameters())
-    assert not network.training
-
-
-def test_a_job_on_a_warmed_up_template_trains_exactly_like_a_cold_one(make_config: Any, tmp_path: Path) -> None:
-    config = make_config(StrategyType.feature_extraction, epochs=1)
-    cold = set_up(config, tmp_path / "cold", pool=None)
-    cold.train()
-    warm = set_up(config, tmp_path / "warm", warmed_up_pool(config, tmp_path / "standby"))
-    assert warm.model_from_pool
-    warm.train()
-    assert isinstance(cold.reporter, RecordingReporter) and isinstance(warm.reporter, RecordingReporter)
-    assert [s.train_loss for s in warm.reporter.steps] == [s.train_loss for s in cold.reporter.steps]
-    assert_same_tensors(snapshot(cold.network), snapshot(warm.network))
-
-
-def test_a_template_whose_warm_up_fails_is_kept_as_it_is(
-    make_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    def failing_batch(*_: object) -> dict[str, torch.Tensor]:
-        raise RuntimeError("no such input")
-
-    monkeypatch.setattr(TASKS[Task.text_classification], "warm_up_batch", failing_batch)
-    config = make_config(StrategyType.full)
-    with caplog.at_level(logging.WARNING):
-        pool = warmed_up_pool(config, tmp_path / "standby")
-    assert any("could not warm up" in record.getMessage() for record in caplog.records)
-    cold = set_up(config, tmp_path / "cold", pool=None)
-    warm = set_up(config, tmp_path / "warm", pool)
-    assert warm.model_from_pool
-    assert_same_tensors(snapshot(cold.network), snapshot(warm.network))
