@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -176,7 +177,8 @@ def _summarize_jsonl_batches(handle: BinaryIO, summary: _SummaryBuilder) -> tupl
     and there are exactly as many records as lines. A raw newline cannot sit inside a JSON string,
     and no JSON value may follow a '}' but a new top-level one; so every line break ends a value,
     each line holds at least one, and equal counts mean exactly one each. Anything else (a blank
-    line, a stray '\r', an error) goes to the per-line path, which names the line and the fault.
+    line, a stray '\r', what msgspec skips unchecked: _parses_like_python; an error) goes to the
+    per-line path, which names the line and the fault.
     """
     offset = line_number = 0
     while block := handle.read(_BATCH_BYTES):
@@ -194,6 +196,26 @@ def _summarize_jsonl_batches(handle: BinaryIO, summary: _SummaryBuilder) -> tupl
     return None
 
 
+_DIGITS_AS_ZEROS = bytes.maketrans(b"0123456789", b"0000000000")
+
+
+def _parses_like_python(body: bytes) -> bool:
+    """False if `body` holds what msgspec lets pass in the fields it skips but the per-line path refuses.
+
+    msgspec checks UTF-8 only in the strings it decodes, and converts no number it skips, where
+    the per-line path decodes every line (refusing invalid UTF-8) and converts every integer
+    (refusing one longer than Python's int_max_str_digits). Such a batch goes to the per-line
+    path, which names the line; so does one with a long run of digits inside a string (rare).
+    """
+    if not body.isascii():
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    max_digits = sys.get_int_max_str_digits()
+    return max_digits == 0 or b"0" * (max_digits + 1) not in body.translate(_DIGITS_AS_ZEROS)
+
+
 def _count_object_lines(body: bytes) -> int | None:
     """How many lines `body` has, if each starts with '{' and ends with '}' (after an optional "\r"); else None."""
     if b"\r" in body:
@@ -209,9 +231,11 @@ def _count_object_lines(body: bytes) -> int | None:
 
 def _add_valid_batch(body: bytes, lines: int, summary: _SummaryBuilder) -> bool:
     """Count `body`'s records into `summary` if all are valid and obey the rules across records; False if not."""
+    if not _parses_like_python(body):
+        return False
     try:
         records = _BATCH_DECODER.decode_lines(body)
-    except ValueError:  # msgspec.DecodeError and ValidationError, UnicodeDecodeError
+    except (ValueError, RecursionError):  # msgspec.DecodeError and ValidationError, UnicodeDecodeError; deep nesting
         return False
     if len(records) != lines:
         return False

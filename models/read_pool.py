@@ -34,6 +34,11 @@ T = TypeVar("T")
 # How long a read waits for a free connection (or, during an outage, for one to be opened) before
 # it fails with a 503 the client may retry; a healthy read holds its connection well under 1 ms.
 READ_POOL_WAIT_SECONDS = 2.0
+# psycopg_pool retries a connection that failed to open with doubling delays (1, 2, 4 … s) for up
+# to this long, then gives up on it, and a read that finds no connection starts a fresh attempt at
+# once. Kept short (the pool's default is 5 minutes), so that after an outage the pool's next
+# attempt never lags far behind a server that is back.
+READ_POOL_RECONNECT_SECONDS = 5.0
 # How the pool's connections show in pg_stat_activity.
 READ_POOL_APPLICATION_NAME = "graft-api-reads"
 
@@ -56,6 +61,7 @@ class AsyncReadPool:
             kwargs={"autocommit": True, "application_name": READ_POOL_APPLICATION_NAME},
             max_lifetime=READ_POOL_RECYCLE_SECONDS,
             timeout=READ_POOL_WAIT_SECONDS,
+            reconnect_timeout=READ_POOL_RECONNECT_SECONDS,
             name="graft-reads",
             open=False,
         )

@@ -6,8 +6,10 @@ process maps, faults in and zeroes the activation tensors of its first forward p
 time: a one-off tax that a long-running process stops paying once its threshold has grown. On two
 CPU cores, the first inference pass of MiniLM over 2,000 SST-2 rows took 2.8–3.0 s in a fresh
 process and a later pass 2.5–2.7 s; with the threshold fixed at 32 MiB from the start, the first
-pass took as long as the later ones (bench/training.py). A training process lives for one job,
-so keeping freed memory until it exits costs nothing the job was not already using.
+pass took as long as the later ones (bench/training.py). The price: memory freed in the
+heap is kept for reuse rather than returned, so the process's resident size (the `peak_memory_bytes`
+a CPU job reports) can stay higher than before. A training process lives for one job, and gives
+everything back when it exits.
 
 Applied as environment variables when the process starts (glibc reads them once, at start-up); a
 value the operator set, or another allocator preloaded instead, is left alone.

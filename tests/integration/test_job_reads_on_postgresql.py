@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from api.main import create_app
 from api.routes import jobs as job_routes
-from models import tenants
+from models import read_pool, tenants
 from models.db import READ_POOL_SIZE, session_scope
 from models.read_pool import READ_POOL_APPLICATION_NAME
 from models.schemas import JobRead
@@ -34,11 +34,13 @@ from tests.api.test_jobs import (  # noqa: F401 - collected here again, against 
     training_file,
 )
 from tests.conftest import jsonl_bytes, upload_file
+from tests.processes import wait_for
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
-RECOVERY_SECONDS = 30
+OUTAGE_SECONDS = 10
+RECOVERY_SECONDS = 1.5
 ROWS = [{"text": f"row {i}", "label": i % 2} for i in range(8)]
 
 
@@ -113,14 +115,8 @@ def test_reads_whose_connections_the_server_dropped_are_answered(
 ) -> None:
     job_id = finished_job(client, settings, auth, minilm)
     assert client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth).status_code == 200
-    with session_scope(settings.database_url) as session:
-        terminated = session.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = :name AND application_name = :pool AND state = 'idle'"
-            ),
-            {"name": make_url(settings.database_url).database, "pool": READ_POOL_APPLICATION_NAME},
-        ).all()
+    wait_for(lambda: len(pool_backends(settings, "pid")) == READ_POOL_SIZE, timeout=10, what="the pool to fill")
+    terminated = pool_backends(settings, "pg_terminate_backend(pid)")
     assert len(terminated) == READ_POOL_SIZE  # the pool's connections, killed as a server restart would
     with caplog.at_level(logging.WARNING, logger="models.read_pool"):
         responses = [client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth) for _ in range(3)]
@@ -128,7 +124,25 @@ def test_reads_whose_connections_the_server_dropped_are_answered(
     assert any("dropped" in record.getMessage() for record in caplog.records)
 
 
-def test_an_unreachable_database_is_a_503_with_retry_after(settings: Settings, minilm: str) -> None:
+def pool_backends(settings: Settings, column: str) -> list[object]:
+    """`column` for each idle connection of the API's read pool, as pg_stat_activity lists them."""
+    with session_scope(settings.database_url) as session:
+        return list(
+            session.scalars(
+                text(
+                    f"SELECT {column} FROM pg_stat_activity "  # noqa: S608 - a column of this test's own choosing
+                    "WHERE datname = :name AND application_name = :pool AND state = 'idle'"
+                ),
+                {"name": make_url(settings.database_url).database, "pool": READ_POOL_APPLICATION_NAME},
+            )
+        )
+
+
+def test_an_unreachable_database_is_a_503_and_reads_recover_promptly_once_it_is_back(
+    settings: Settings, minilm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outage longer than the pool's reconnect window: once the server is back, the next reads get through."""
+    monkeypatch.setattr(read_pool, "READ_POOL_RECONNECT_SECONDS", 1.0)
     server = make_url(settings.database_url)
     assert server.host is not None and server.port is not None
     with session_scope(settings.database_url) as session:
@@ -146,8 +160,9 @@ def test_an_unreachable_database_is_a_503_with_retry_after(settings: Settings, m
             assert response.status_code == 503
             assert response.headers["retry-after"] == "1"
             assert response.json()["error"]["code"] == "service_unavailable"
+            time.sleep(OUTAGE_SECONDS)  # no reads meanwhile: only the pool's own attempts to reconnect
             proxy.accept_connections()
-            # The pool reconnects by itself, on its own back-off: the API answers again without a restart.
+            # The pool opens connections again by itself, at once: the API answers without a restart.
             deadline = time.monotonic() + RECOVERY_SECONDS
             while (status := client.get(missing, headers=headers).status_code) == 503 and time.monotonic() < deadline:
                 time.sleep(0.2)

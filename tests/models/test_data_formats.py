@@ -266,3 +266,33 @@ def test_text_is_blank_in_a_batch_exactly_when_str_strip_empties_it(tmp_path: Pa
     kept = [line for line in kept if b"}" not in line[:-2]]
     summary = summarize_file(write(tmp_path, b"".join(kept), "kept.jsonl"), DataFormat.jsonl)
     assert summary.record_count == len(kept)
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        (b'"x": "caf\xff"', "line 30001: not valid UTF-8"),
+        (b'"x": "\xed\xa0\x80"', "line 30001: not valid UTF-8"),  # an encoded surrogate
+        (b'"x": {"\xfe": 1}', "line 30001: not valid UTF-8"),
+        (b'"x": ' + b"9" * 5000, "line 30001: invalid JSON (Exceeds the limit (4300 digits)"),
+    ],
+)
+def test_what_a_batch_skips_unread_is_still_judged_as_the_per_line_path_judges_it(
+    tmp_path: Path, field: bytes, message: str
+) -> None:
+    """Fields the record does not use are skipped by the batch decoder, yet the worker reads every line whole."""
+    lines = jsonl_lines(60_000)
+    lines[30_000] = b'{"text": "fine", "label": "neg", ' + field + b"}\n"
+    assert error_of(write(tmp_path, b"".join(lines))).startswith(message)
+
+
+def test_nesting_too_deep_for_the_batch_decoder_is_named_by_line(tmp_path: Path) -> None:
+    lines = jsonl_lines(60_000)
+    lines[30_000] = b'{"text": "fine", "label": "neg", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}\n"
+    assert error_of(write(tmp_path, b"".join(lines))) == "line 30001: JSON nested too deeply"
+
+
+def test_a_long_run_of_digits_inside_a_string_is_accepted(tmp_path: Path) -> None:
+    lines = jsonl_lines(60_000)
+    lines[30_000] = b'{"text": "' + b"7" * 5000 + b'", "label": "neg"}\n'
+    assert summarize_file(write(tmp_path, b"".join(lines)), DataFormat.jsonl).record_count == 60_000

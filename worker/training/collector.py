@@ -22,6 +22,7 @@ def long_lived_objects_frozen() -> Iterator[None]:
     if gc.get_freeze_count() > 0:
         yield
         return
+    gc.collect(1)  # the young generations' garbage (cheap): frozen, it would be kept for the whole block
     gc.freeze()
     try:
         yield
