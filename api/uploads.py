@@ -146,7 +146,8 @@ async def receive_upload(request: Request, store: ArtifactStore, cap: UploadCap)
                     # requests; a thread hop per megabyte rather than per socket read (~64 KB).
                     await run_in_threadpool(_parse_all, parser, pending)
                     pending, pending_bytes = [], 0
-            await run_in_threadpool(_parse_all, parser, pending)
+            if pending:
+                await run_in_threadpool(_parse_all, parser, pending)
             parser.finalize()
         if not sink.file_seen:
             raise InvalidRequest("file: the form has no 'file' part", param="file")
