@@ -16,8 +16,7 @@ epoch and its epoch-end checkpoints, which the Trainer runs skip. feature_extrac
 Graft a second time on the same cache (a second job on the same file and model), and the bench
 times one inference pass of the body over the training data (length-sorted batches, no
 gradients; the second in its process, the first reported beside it): the least work any method
-must do. Results are printed and written to
-``bench/results/training.json``.
+must do. Results are printed and written to ``bench/results/training.json``.
 """
 
 # This module is a command-line benchmark: printing the report is its job.
