@@ -28,6 +28,32 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0, description="Largest accepted upload, in bytes.")
     host: str = "127.0.0.1"
     port: int = 8000
+    max_request_body_bytes: int = Field(
+        default=1024 * 1024,
+        gt=0,
+        description="Largest body of any request but an upload; read as it streams, after authentication.",
+    )
+    http_header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="A connection must finish a request's headers within this time."
+    )
+    http_body_idle_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Longest wait for the next piece of a request body."
+    )
+    http_min_body_bytes_per_second: int = Field(
+        default=10 * 1024,
+        ge=0,
+        description="Slowest average rate a request body may arrive at, once the idle timeout has passed (0: none).",
+    )
+    http_max_connections: int = Field(
+        default=1000, ge=1, description="Concurrent connections and requests one API process serves; beyond: 503."
+    )
+    max_label_chars: int = Field(default=256, ge=1, description="Longest label name in a training file.")
+    max_labels: int = Field(default=1000, ge=2, description="Most distinct labels in one training file.")
+    job_control_events_per_minute: int = Field(
+        default=20,
+        ge=1,
+        description="Pause, resume and cancel requests one job takes per minute; more are answered 429.",
+    )
     lease_seconds: int = Field(default=60, gt=5, description="A running job's lease; renewed by heartbeats.")
     heartbeat_seconds: float = Field(default=2.0, gt=0, description="How often the runner renews the lease.")
     stop_grace_seconds: float = Field(
