@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
+from sqlalchemy import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from models import catalog, quotas, tenants
@@ -28,11 +32,41 @@ app.add_typer(tenants_app, name="tenants")
 console = Console()
 DEFAULT_TENANT = "default"
 STOP_MARGIN_SECONDS = 10.0
+HostOption = Annotated[str | None, typer.Option(help="Interface to bind (default: GRAFT_HOST, else 127.0.0.1).")]
+PortOption = Annotated[int | None, typer.Option(help="Port to listen on (default: GRAFT_PORT, else 8000).")]
 
 
 def _fail(error: GraftError) -> None:
-    console.print(f"[red]error:[/red] {error.message}")
+    console.print(f"[red]error:[/red] {error.message}", soft_wrap=True)
     raise typer.Exit(code=2)
+
+
+def _require_current_schema(settings: Settings) -> None:
+    """Exit with one line, not a traceback, when the database is not migrated to this code's schema."""
+    from migrations.apply import schema_revisions
+
+    where = make_url(settings.database_url).render_as_string(hide_password=True)
+    try:
+        current, newest = schema_revisions(settings.database_url)
+    except SQLAlchemyError as error:
+        console.print(
+            f"[red]error:[/red] cannot open the database {where} ({type(error).__name__}); check it is up",
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=2) from None
+    if current == newest:
+        return
+    state = "has no Graft schema yet" if not current else "has an older schema than this version of Graft"
+    console.print(
+        f"[red]error:[/red] the database {where} {state}; run `graft migrate` (or `graft up`) first", soft_wrap=True
+    )
+    raise typer.Exit(code=2)
+
+
+def _print_table(table: Table) -> None:
+    """Print `table` at its natural width, so no id or path is cut, however narrow the terminal or pipe."""
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    Console(width=max(console.width, natural)).print(table)
 
 
 @app.command()
@@ -51,10 +85,7 @@ def migrate() -> None:
 
 
 @app.command()
-def api(
-    host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
-) -> None:
+def api(host: HostOption = None, port: PortOption = None) -> None:
     """Serve the HTTP API (uvicorn)."""
     import uvicorn
 
@@ -91,8 +122,8 @@ def worker() -> None:
 
 @app.command()
 def up(
-    host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    host: HostOption = None,
+    port: PortOption = None,
 ) -> None:
     """Migrate, then run the API and one worker in the foreground; Ctrl-C stops both."""
     from cli.supervisor import run_together
@@ -102,8 +133,12 @@ def up(
     with session_scope(settings.database_url) as session:
         if not tenants.has_any_tenant(session):
             tenant = tenants.create_tenant(session, DEFAULT_TENANT)
-            _, key = tenants.create_api_key(session, tenant)
-            console.print(f"First start: created tenant '{DEFAULT_TENANT}'. Its API key (shown once):\n{key}")
+            row, key = tenants.create_api_key(session, tenant)
+            console.print(
+                f"First start: created tenant '{DEFAULT_TENANT}' and API key {row.id} "
+                f"(`graft keys revoke {row.id}` revokes it). The key, shown once:"
+            )
+            typer.echo(key)
     entry = [sys.executable, "-m", "cli.main"]
     api_command = [*entry, "api", "--host", host or settings.host, "--port", str(port or settings.port)]
     console.print(f"Graft is starting on http://{host or settings.host}:{port or settings.port} (Ctrl-C stops it)")
@@ -116,16 +151,46 @@ def up(
 def create_key(tenant: Annotated[str, typer.Option(help="Tenant name; created if new.")]) -> None:
     """Create an API key for TENANT and print it once."""
     settings = get_settings()
+    _require_current_schema(settings)
     with session_scope(settings.database_url) as session:
         row, key = tenants.create_api_key(session, tenants.get_or_create_tenant(session, tenant))
     console.print(f"key id {row.id} for tenant '{tenant}' (the key is not stored; keep it now):")
     typer.echo(key)
 
 
+@keys_app.command("list")
+def list_keys(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.", show_default=False)] = None,
+) -> None:
+    """List API keys: id, tenant, when created, when last used, whether revoked. Never the secret."""
+    settings = get_settings()
+    _require_current_schema(settings)
+    table = Table("id", "tenant", "created", "last used", "revoked")
+    try:
+        with session_scope(settings.database_url) as session:
+            for key, tenant_name in tenants.list_api_keys(session, tenant):
+                table.add_row(
+                    key.id,
+                    tenant_name,
+                    _moment(key.created_at),
+                    _moment(key.last_used_at) if key.last_used_at else "never",
+                    _moment(key.revoked_at) if key.revoked_at else "-",
+                )
+    except GraftError as error:
+        _fail(error)
+    _print_table(table)
+
+
+def _moment(moment: datetime) -> str:
+    """A UTC timestamp to the second, as `2026-12-03 10:45:00Z`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
 @keys_app.command("revoke")
 def revoke_key(key_id: str) -> None:
-    """Revoke a key by its id; it stops working at once."""
+    """Revoke a key by its id (see `graft keys list`); it stops working at once."""
     settings = get_settings()
+    _require_current_schema(settings)
     try:
         with session_scope(settings.database_url) as session:
             tenants.revoke_api_key(session, key_id)
@@ -155,6 +220,7 @@ def set_quota(
         Quota.max_upload_bytes: max_upload_bytes,
     }
     settings = get_settings()
+    _require_current_schema(settings)
     try:
         with session_scope(settings.database_url) as session:
             tenant = tenants.find_tenant(session, name)
@@ -170,6 +236,7 @@ def set_quota(
 def show_tenant(name: str) -> None:
     """Show tenant NAME's effective quotas, which of them it has of its own, and its current usage."""
     settings = get_settings()
+    _require_current_schema(settings)
     try:
         with session_scope(settings.database_url) as session:
             _print_quotas(session, tenants.find_tenant(session, name), settings)
@@ -186,7 +253,7 @@ def _print_quotas(session: Session, tenant: Tenant, settings: Settings) -> None:
             _set_by(line.own_limit, line.limit),
             "-" if line.in_use is None else str(line.in_use),
         )
-    console.print(table)
+    _print_table(table)
 
 
 def _set_by(own_limit: int | None, limit: int) -> str:
@@ -210,6 +277,7 @@ def add_model(
 ) -> None:
     """Register a local Hugging Face model folder (safetensors) or a hub id as base model NAME."""
     settings = get_settings()
+    _require_current_schema(settings)
     try:
         with session_scope(settings.database_url) as session:
             row = catalog.register_base_model(session, name, path, trust_remote_code=trust_remote_code)
@@ -224,6 +292,7 @@ def add_model(
 def list_models() -> None:
     """Show the base-model catalog."""
     settings = get_settings()
+    _require_current_schema(settings)
     table = Table("id", "type", "layers", "max tokens", "source", "location")
     with session_scope(settings.database_url) as session:
         for row in catalog.list_base_models(session):
@@ -235,7 +304,7 @@ def list_models() -> None:
                 row.source,
                 row.location,
             )
-    console.print(table)
+    _print_table(table)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,8 @@ class ApiKey(Base):
     secret_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Refreshed at most once a minute per key (models.tenants.note_key_use): `graft keys list` shows it.
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class File(Base):

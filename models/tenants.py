@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import secrets
 import string
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import select
@@ -18,6 +18,7 @@ from models.tables import ApiKey, Tenant, utc_now
 
 KEY_PREFIX = "sk-graft-"
 _KEY_ALPHABET = string.ascii_letters + string.digits
+KEY_USE_RESOLUTION = timedelta(minutes=1)
 _LOOKUP_CHARS, _SECRET_CHARS = 12, 40  # 62^40 ≈ 2^238 bits of secret: a fast hash is enough at rest
 
 
@@ -65,9 +66,37 @@ class StoredKey(Protocol):
 
 
 def authenticate(session: Session, presented_key: str) -> str:
-    """The tenant id behind a bearer key; raises Unauthorized for a malformed, unknown or revoked key."""
+    """The tenant id behind a bearer key; raises Unauthorized for a malformed, unknown or revoked key.
+
+    Also notes the key's use (note_key_use), which the caller's commit records.
+    """
     lookup, secret = split_key(presented_key)
-    return tenant_of_key(session.scalar(select(ApiKey).where(ApiKey.lookup_prefix == lookup)), secret)
+    stored = session.scalar(select(ApiKey).where(ApiKey.lookup_prefix == lookup))
+    tenant_id = tenant_of_key(stored, secret)
+    assert stored is not None  # tenant_of_key refuses an unknown key
+    note_key_use(stored)
+    return tenant_id
+
+
+def note_key_use(key: ApiKey) -> None:
+    """Set the key's `last_used_at` to now, unless it was set less than KEY_USE_RESOLUTION ago.
+
+    The coarse resolution keeps the write rare: at most one a minute per key, however busy it is.
+    """
+    now = utc_now()
+    if key.last_used_at is None or now - key.last_used_at >= KEY_USE_RESOLUTION:
+        key.last_used_at = now
+
+
+def list_api_keys(session: Session, tenant_name: str | None = None) -> list[tuple[ApiKey, str]]:
+    """Every key (revoked ones too) with its tenant's name, oldest first; of one tenant if named. Reads only.
+
+    Raises NotFound for an unknown tenant name.
+    """
+    query = select(ApiKey, Tenant.name).join(Tenant, Tenant.id == ApiKey.tenant_id)
+    if tenant_name is not None:
+        query = query.where(ApiKey.tenant_id == find_tenant(session, tenant_name).id)
+    return [(key, name) for key, name in session.execute(query.order_by(ApiKey.created_at, ApiKey.id))]
 
 
 def tenant_of_key(stored: StoredKey | None, secret: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic import command
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -29,8 +30,12 @@ def cli_settings(settings: Settings) -> Settings:
     return settings
 
 
+def invoke_environment(settings: Settings) -> dict[str, str]:
+    return {key: value for key, value in service_environment(settings).items() if key.startswith("GRAFT_")}
+
+
 def invoke(settings: Settings, *arguments: str) -> tuple[int, str]:
-    environment = {key: value for key, value in service_environment(settings).items() if key.startswith("GRAFT_")}
+    environment = invoke_environment(settings)
     get_settings.cache_clear()
     result = CliRunner().invoke(app, list(arguments), env=environment)
     get_settings.cache_clear()
@@ -81,6 +86,9 @@ def test_up_serves_the_api_and_stops_both_processes_on_ctrl_c(tmp_path: Path) ->
     try:
         wait_for(lambda: b" ready." in log.read_bytes(), timeout=60, what="the worker of `graft up`")
         key = next(line for line in log.read_text().splitlines() if line.startswith("sk-graft-"))
+        # The first start names the key's id, so the key it printed can be revoked.
+        [key_id] = re.findall(r"API key (key-\S+) ", " ".join(log.read_text().split()))
+        assert f"graft keys revoke {key_id}" in " ".join(log.read_text().split())
 
         def models() -> httpx.Response | None:
             try:
@@ -192,3 +200,76 @@ def test_models_add_refuses_a_model_needing_remote_code_unless_told_to_trust_it(
     assert "workers will run the Python code" in output
     with session_scope(cli_settings.database_url) as session:
         assert catalog.get_base_model(session, "custom").trust_remote_code is True
+
+
+def test_keys_list_shows_each_keys_id_tenant_and_last_use_but_never_the_secret(
+    cli_settings: Settings, client: TestClient
+) -> None:
+    code, output = invoke(cli_settings, "keys", "create", "--tenant", "umbrella")
+    [key] = re.findall(r"sk-graft-\S+", output)
+    [key_id] = re.findall(r"key id (\S+) ", output)
+    code, output = invoke(cli_settings, "keys", "list")
+    assert code == 0, output
+    assert re.search(rf"{key_id} │ umbrella │ \S+ \S+Z │ never │ -", output), output
+    assert client.get("/v1/files", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    code, output = invoke(cli_settings, "keys", "list", "--tenant", "umbrella")
+    assert re.search(rf"{key_id} │ umbrella │ \S+ \S+Z │ \S+ \S+Z │ -", output), output
+    assert key.split("_")[-1] not in output and key not in output
+    invoke(cli_settings, "keys", "revoke", key_id)
+    code, output = invoke(cli_settings, "keys", "list")
+    assert re.search(rf"{key_id} │ umbrella │ \S+ \S+Z │ \S+ \S+Z │ \S+ \S+Z", output), output
+
+
+def test_keys_list_names_an_unknown_tenant(cli_settings: Settings) -> None:
+    code, output = invoke(cli_settings, "keys", "list", "--tenant", "nobody")
+    assert (code, output) == (2, "error: no tenant named 'nobody'")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("keys", "create", "--tenant", "acme"),
+        ("keys", "list"),
+        ("keys", "revoke", "key-1"),
+        ("tenants", "show", "acme"),
+        ("tenants", "set-quota", "acme", "--max-active-jobs", "2"),
+        ("models", "list"),
+        ("models", "add", "x", "/nowhere"),
+    ],
+)
+def test_a_command_on_a_data_directory_never_migrated_says_to_migrate_in_one_line(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    fresh = Settings(data_dir=tmp_path / "fresh")
+    code, output = invoke(fresh, *command)
+    assert code == 2
+    assert output == (
+        f"error: the database sqlite:///{tmp_path}/fresh/graft.db has no Graft schema yet; "
+        "run `graft migrate` (or `graft up`) first"
+    )
+    assert not (tmp_path / "fresh" / "graft.db").exists()
+
+
+def test_a_command_on_a_database_behind_the_code_says_to_migrate(cli_settings: Settings) -> None:
+    from migrations.apply import alembic_config
+
+    command.downgrade(alembic_config(cli_settings.database_url), "-1")
+    code, output = invoke(cli_settings, "keys", "list")
+    assert code == 2
+    assert "has an older schema than this version of Graft; run `graft migrate`" in output
+
+
+def test_models_list_never_cuts_a_long_id_or_location(cli_settings: Settings, tiny_bert_folder: Path) -> None:
+    name = "an-organisation-with-a-long-name/a-model-whose-name-is-longer-than-eighty-columns-by-itself-alone"
+    invoke(cli_settings, "models", "add", name, str(tiny_bert_folder))
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["models", "list"], env=dict(invoke_environment(cli_settings), COLUMNS="80"))
+    assert result.exit_code == 0, result.output
+    assert name in result.output and str(tiny_bert_folder) in result.output
+
+
+def test_up_and_api_help_show_the_host_and_port_defaults() -> None:
+    for subcommand in ("up", "api"):
+        output = " ".join(CliRunner().invoke(app, [subcommand, "--help"], env={"COLUMNS": "200"}).output.split())
+        assert "Interface to bind (default: GRAFT_HOST, else 127.0.0.1)." in output, subcommand
+        assert "Port to listen on (default: GRAFT_PORT, else 8000)." in output, subcommand
