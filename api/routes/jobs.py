@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep, get_bearer_key
 from api.ranges import DOWNLOAD_RESPONSES, file_download
 from api.routing import SessionReleasingRoute
-from models import artifacts, checkpoints, events, jobs, queue, quotas
+from models import artifacts, checkpoints, events, job_views, jobs, queue, quotas
 from models.db import run_read
 from models.errors import ServiceUnavailable
 from models.read_pool import AsyncReadPool
@@ -22,6 +22,9 @@ from models.settings import Settings
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], route_class=SessionReleasingRoute)
 
 LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)]
+
+# Every response of a mutating route is built before its commit: once the change is committed,
+# nothing may fail, or a client told "error" would retry a change that happened (models.job_views).
 
 # Creating or resuming a job takes a slot of the tenant's max_active_jobs quota (models.quotas).
 AT_JOB_QUOTA: dict[str, Any] = {
@@ -43,20 +46,21 @@ def create_fine_tuning_job(
     job = jobs.create_job(session, tenant_id, spec, quotas=quotas.quotas_of(session, tenant_id, settings))
     # Read back before the commit: once the job exists, a database hiccup must not turn into a
     # retryable error, or the client's retry would create (and train) a second job.
-    created = JobRead.from_row(job)
+    created = job_views.job_read(job)
     session.commit()
     try:
         # After the commit, so a worker that receives the id finds the row.
         queue.enqueue_job_run(settings.broker_url, created.id)
     except queue.QueueUnavailable as error:
         failed = jobs.fail_unsent_job(session, created.id)
+        if not failed:  # a worker took it in the meantime
+            session.refresh(job)
+            created = job_views.job_read(job)
         session.commit()
         if failed:
             raise ServiceUnavailable(
                 f"The job queue is unreachable, so job {created.id} could not start; retry shortly.", param=None
             ) from error
-        session.refresh(job)
-        return JobRead.from_row(job)  # a worker took it in the meantime
     return created
 
 
@@ -73,8 +77,12 @@ def list_fine_tuning_jobs(
         for key, value in request.query_params.items()
         if key.startswith("metadata[") and key.endswith("]")
     }
-    rows, has_more = jobs.list_jobs(session, tenant_id, after=after, limit=limit, metadata=metadata or None)
-    data = [JobRead.from_row(row) for row in rows]
+    data, has_more = job_views.fill_page(
+        lambda cursor, count: jobs.list_jobs(session, tenant_id, after=cursor, limit=count, metadata=metadata or None),
+        job_views.job_read,
+        after=after,
+        limit=limit,
+    )
     return ListPage[JobRead].of(data, has_more)
 
 
@@ -91,10 +99,10 @@ async def retrieve_fine_tuning_job(job_id: str, request: Request) -> Response:
     read_pool: AsyncReadPool | None = request.app.state.read_pool
     if read_pool is not None:
         job = await read_pool.run(lambda connection: jobs.read_job_for_key(connection, key, job_id))
-        return Response(JobRead.from_row(job).model_dump_json().encode(), media_type="application/json")
+        return Response(job_views.job_body(job), media_type="application/json")
 
     def read_job(connection: Connection) -> bytes:
-        return JobRead.from_row(jobs.get_job_for_key(connection, key, job_id)).model_dump_json().encode()
+        return job_views.job_body(jobs.get_job_for_key(connection, key, job_id))
 
     settings: Settings = request.app.state.settings
     body = await anyio.to_thread.run_sync(
@@ -106,16 +114,18 @@ async def retrieve_fine_tuning_job(job_id: str, request: Request) -> Response:
 @router.post("/{job_id}/cancel", responses={409: {"model": ErrorResponse, "description": "The job already ended"}})
 def cancel_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDep) -> JobRead:
     job = jobs.cancel_job(session, tenant_id, job_id)
+    cancelled = job_views.job_read(job)
     session.commit()
-    return JobRead.from_row(job)
+    return cancelled
 
 
 @router.post("/{job_id}/pause", responses={409: {"model": ErrorResponse, "description": "The job already ended"}})
 def pause_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDep) -> JobRead:
     """A queued job pauses at once; a running one checkpoints, frees its worker, then shows `paused`."""
     job = jobs.pause_job(session, tenant_id, job_id)
+    paused = job_views.job_read(job)
     session.commit()
-    return JobRead.from_row(job)
+    return paused
 
 
 @router.post(
@@ -128,6 +138,7 @@ def pause_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDep
 def resume_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDep, settings: SettingsDep) -> JobRead:
     """A paused job is queued again and continues from the checkpoint it paused at."""
     job, must_send = jobs.resume_job(session, tenant_id, job_id, quotas=quotas.quotas_of(session, tenant_id, settings))
+    resumed = job_views.job_read(job)
     session.commit()
     if must_send:
         try:
@@ -137,7 +148,7 @@ def resume_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDe
             # broker is back (worker.reconciler), so the user's progress is never thrown away.
             jobs.mark_unsent(session, job.id)
             session.commit()
-    return JobRead.from_row(job)
+    return resumed
 
 
 @router.get("/{job_id}/events")
@@ -145,8 +156,12 @@ def list_fine_tuning_events(
     job_id: str, tenant_id: TenantDep, session: SessionDep, after: str | None = None, limit: LimitQuery = 20
 ) -> ListPage[EventRead]:
     job = jobs.get_job(session, tenant_id, job_id)
-    rows, has_more = events.list_events(session, job.id, after=after, limit=limit)
-    data = [EventRead.from_row(row) for row in rows]
+    data, has_more = job_views.fill_page(
+        lambda cursor, count: events.list_events(session, job.id, after=cursor, limit=count),
+        job_views.event_read,
+        after=after,
+        limit=limit,
+    )
     return ListPage[EventRead].of(data, has_more)
 
 
@@ -155,8 +170,12 @@ def list_fine_tuning_checkpoints(
     job_id: str, tenant_id: TenantDep, session: SessionDep, after: str | None = None, limit: LimitQuery = 10
 ) -> ListPage[CheckpointRead]:
     job = jobs.get_job(session, tenant_id, job_id)
-    rows, has_more = checkpoints.list_checkpoints(session, job.id, after=after, limit=limit)
-    data = [CheckpointRead.from_row(row, checkpoints.checkpoint_model_name(job, row)) for row in rows]
+    data, has_more = job_views.fill_page(
+        lambda cursor, count: checkpoints.list_checkpoints(session, job.id, after=cursor, limit=count),
+        lambda row: job_views.checkpoint_read(job, row),
+        after=after,
+        limit=limit,
+    )
     return ListPage[CheckpointRead].of(data, has_more)
 
 
