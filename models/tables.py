@@ -111,6 +111,11 @@ class BaseModel(Base):
     num_layers: Mapped[int] = mapped_column(Integer)
     max_sequence_length: Mapped[int] = mapped_column(Integer)
     trust_remote_code: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Parameter counts read from the safetensors headers at registration (models.catalog.count_parameters),
+    # from which a job's storage is estimated; None when the weights were not at hand.
+    embedding_parameters: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    layer_parameters: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    top_parameters: Mapped[int | None] = mapped_column(BigInteger, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
@@ -188,6 +193,8 @@ class Checkpoint(Base):
     kind: Mapped[str] = mapped_column(String(16), default="epoch", server_default="epoch")
     metrics: Mapped[dict[str, Any]] = mapped_column()
     blob_key: Mapped[str] = mapped_column(String(512))
+    # What the checkpoint's files take in the store; counts toward its tenant's max_stored_bytes while the job lives.
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
