@@ -2,7 +2,10 @@
 
 One per epoch end (kept until the job ends), plus the newest mid-epoch one ("interval", taken
 every checkpoint_interval_seconds, or "stop", taken when a run is paused or its worker shuts
-down): a newer checkpoint supersedes the older mid-epoch ones, so their files can go.
+down): a newer checkpoint supersedes the older mid-epoch ones, so their files can go. Each
+records its size, which counts toward its tenant's max_stored_bytes until the job ends
+(models.quotas.stored_bytes): a paused job's checkpoints count until it is resumed to its end
+or cancelled.
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ def record_checkpoint(
     metrics: dict[str, float],
     blob_key: str,
     kind: str = EPOCH_END,
+    size_bytes: int = 0,
 ) -> list[str]:
-    """Insert a checkpoint whose files are already published at `blob_key`. Raises LeaseLost. No commit.
+    """Insert a checkpoint whose files (`size_bytes` in all) are already published at `blob_key`.
 
     Returns the blob keys of the mid-epoch checkpoints it supersedes (their rows are deleted);
-    delete those files after the commit.
+    delete those files after the commit. Raises LeaseLost. Does not commit.
     """
     ensure_run_owns_job(session, job_id, attempt)
     superseded = list(
@@ -56,11 +60,15 @@ def record_checkpoint(
             kind=kind,
             metrics=metrics,
             blob_key=blob_key,
+            size_bytes=size_bytes,
         )
     )
     where = f"end of epoch {epoch}" if kind == EPOCH_END else f"{kind} checkpoint during epoch {epoch + 1}"
     events.append_event(
-        session, job_id, f"Checkpoint saved at step {step} ({where})", data={"step": step, "kind": kind}
+        session,
+        job_id,
+        f"Checkpoint saved at step {step} ({where}, {size_bytes} bytes)",
+        data={"step": step, "kind": kind, "size_bytes": size_bytes},
     )
     return [old.blob_key for old in superseded]
 

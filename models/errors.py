@@ -25,6 +25,7 @@ class JobErrorCode(StrEnum):
     training_diverged = "training_diverged"
     out_of_memory = "out_of_memory"
     artifact_write_failed = "artifact_write_failed"
+    storage_quota_exceeded = "storage_quota_exceeded"
     worker_crashed = "worker_crashed"
     queue_unavailable = "queue_unavailable"
     internal_error = "internal_error"

@@ -10,11 +10,20 @@ from sqlalchemy.orm import Session
 
 from models.errors import InvalidRequest, PayloadTooLarge, QuotaExceeded
 from models.settings import Settings
-from models.states import JobStatus
-from models.tables import File, Job, ResultArtifact, Tenant
+from models.states import TERMINAL_STATUSES, JobStatus
+from models.storage_estimates import JobStorageEstimate
+from models.tables import Checkpoint, File, Job, ResultArtifact, Tenant
 
 # Jobs that hold (or wait for) a worker. Paused jobs hold only their checkpoint, so they do not count.
 ACTIVE_STATUSES = (JobStatus.validating_files.value, JobStatus.queued.value, JobStatus.running.value)
+# Jobs whose checkpoints count toward max_stored_bytes: those that may still resume, paused ones included.
+# An ended job's checkpoints are deleted (by its run or the next sweep) and never count.
+ENDED_STATUSES = tuple(status.value for status in TERMINAL_STATUSES)
+# What a tenant can do when its storage is full; there is no deleting fine-tuned weights through the API.
+MAKE_ROOM = (
+    "Delete files you no longer need, cancel paused jobs you will not resume (their checkpoints count), "
+    "or ask an administrator for a larger quota"
+)
 # A job slot frees when a job ends; minutes, not seconds, is the honest hint for training jobs.
 JOB_SLOT_RETRY_AFTER_SECONDS = 60
 
@@ -75,7 +84,8 @@ def ensure_job_slot(session: Session, tenant_id: str, quotas: TenantQuotas) -> N
 
 
 def stored_bytes(session: Session, tenant_id: str) -> int:
-    """Bytes the tenant keeps in the store: its files not deleted (uploads, result files) plus its weights archives."""
+    """Bytes the tenant keeps in the store: its files not deleted (uploads, result files), its weights
+    archives, and the checkpoints of its jobs that have not ended (queued, running or paused). Reads only."""
     file_bytes = session.scalar(
         select(func.coalesce(func.sum(File.size_bytes), 0)).where(
             File.tenant_id == tenant_id, File.deleted_at.is_(None)
@@ -86,7 +96,84 @@ def stored_bytes(session: Session, tenant_id: str) -> int:
         .join(Job, Job.id == ResultArtifact.job_id)
         .where(Job.tenant_id == tenant_id)
     )
-    return int(file_bytes or 0) + int(weights_bytes or 0)
+    checkpoint_bytes = session.scalar(
+        select(func.coalesce(func.sum(Checkpoint.size_bytes), 0))
+        .join(Job, Job.id == Checkpoint.job_id)
+        .where(Job.tenant_id == tenant_id, Job.status.not_in(ENDED_STATUSES))
+    )
+    return int(file_bytes or 0) + int(weights_bytes or 0) + int(checkpoint_bytes or 0)
+
+
+def ensure_room_for_job(
+    session: Session, tenant_id: str, quotas: TenantQuotas, estimate: JobStorageEstimate | None
+) -> None:
+    """Raise PayloadTooLarge (413, `param` max_stored_bytes) when a new job's estimated peak storage
+    does not fit the room left in the tenant's storage quota. Reads only.
+
+    Without an estimate (the catalog has no parameter counts for the model) only a tenant already
+    at its quota is refused: every job stores its weights. The room is what is stored now; the
+    checkpoints the tenant's other unfinished jobs will still write are not reserved, so such a
+    job may fail later with storage_quota_exceeded. Like ensure_job_slot, two racing requests may
+    both pass on PostgreSQL; a fairness limit tolerates it.
+    """
+    in_store = stored_bytes(session, tenant_id)
+    room = max(quotas.max_stored_bytes - in_store, 0)
+    usage = (
+        f"your storage quota is max_stored_bytes={quotas.max_stored_bytes} bytes, and your files, fine-tuned "
+        f"weights and the checkpoints of unfinished jobs use {in_store} bytes"
+    )
+    if estimate is None:
+        if room > 0:
+            return
+        raise PayloadTooLarge(
+            f"No room for a fine-tuning job, which stores at least its fine-tuned weights: {usage}. "
+            f"{MAKE_ROOM}; then retry.",
+            param=Quota.max_stored_bytes.value,
+        )
+    if estimate.peak_bytes <= room:
+        return
+    raise PayloadTooLarge(
+        f"This job would store about {estimate.peak_bytes} bytes at its peak ({estimate.describe()}), "
+        f"but {usage}, which leaves {room}. {MAKE_ROOM}, or choose fewer epochs or a strategy that "
+        "trains fewer parameters (partial, feature_extraction); then retry.",
+        param=Quota.max_stored_bytes.value,
+    )
+
+
+class StorageQuotaExceeded(Exception):
+    """What a run just stored took its tenant past max_stored_bytes: the run fails with storage_quota_exceeded."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def ensure_run_output_fits(
+    session: Session, job_id: str, *, service_max_stored_bytes: int, output: str, size_bytes: int
+) -> None:
+    """Raise StorageQuotaExceeded when the tenant of `job_id` stores more than its max_stored_bytes,
+    counting the rows this transaction added: call it after recording the run's `output` (named for
+    the message, e.g. "the checkpoint at step 12", of `size_bytes`).
+
+    The caller rolls the transaction back and deletes the output's files, so nothing past the
+    quota is kept. `service_max_stored_bytes` applies where the tenant has no limit of its own.
+    Flushes; does not commit.
+    """
+    job = session.get(Job, job_id)
+    if job is None:
+        raise LookupError(f"job {job_id} does not exist")
+    tenant = session.get(Tenant, job.tenant_id)
+    limit = (tenant.max_stored_bytes if tenant else None) or service_max_stored_bytes
+    session.flush()
+    in_store = stored_bytes(session, job.tenant_id)
+    if in_store <= limit:
+        return
+    raise StorageQuotaExceeded(
+        f"storage quota exceeded: {output} ({size_bytes} bytes) would bring what you store to {in_store} bytes, "
+        f"past your storage quota (max_stored_bytes={limit} bytes; files, fine-tuned weights and the "
+        f"checkpoints of unfinished jobs count). It was deleted, and so were the job's checkpoints. {MAKE_ROOM}; "
+        "then create the job again (fewer epochs or a strategy that trains fewer parameters stores less)."
+    )
 
 
 @dataclass(frozen=True)
@@ -103,8 +190,8 @@ class UploadCap:
         if self.quota is Quota.max_stored_bytes:
             return PayloadTooLarge(
                 f"file: storing it would take you past your storage quota (max_stored_bytes={self.limit} bytes); "
-                f"your files and fine-tuned weights use {self.stored_bytes} bytes, so at most "
-                f"{self.max_file_bytes} more fit. Delete files you no longer need and retry.",
+                f"your files, fine-tuned weights and the checkpoints of unfinished jobs use {self.stored_bytes} "
+                f"bytes, so at most {self.max_file_bytes} more fit. {MAKE_ROOM}; then retry.",
                 param=Quota.max_stored_bytes.value,
             )
         # `param` stays the form field: the file itself is at fault, whatever the tenant stores.

@@ -1,4 +1,8 @@
-"""Per-tenant quotas over HTTP: job slots (429), upload size and stored bytes (413), each tenant on its own."""
+"""Per-tenant quotas over HTTP: job slots (429), upload size and stored bytes (413), each tenant on its own.
+
+Stored bytes hold files, fine-tuned weights and the checkpoints of unfinished jobs; a job whose
+estimated storage does not fit is refused when it is created.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,12 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from models import artifacts, quotas, tenants
+from models import artifacts, checkpoints, jobs, quotas, tenants
 from models.artifacts import ArtifactKind
 from models.db import session_scope
 from models.quotas import Quota
 from models.settings import Settings
+from models.tables import BaseModel
 from tests.conftest import jsonl_bytes, upload_file
 
 SERVICE_MAX_ACTIVE_JOBS = 2
@@ -250,8 +255,10 @@ def test_upload_past_max_stored_bytes_is_a_413_naming_limit_and_usage_and_nothin
     assert response.status_code == 413
     assert error(response) == {
         "message": f"file: storing it would take you past your storage quota "
-        f"(max_stored_bytes={len(content) + 50} bytes); your files and fine-tuned weights use "
-        f"{len(content)} bytes, so at most 50 more fit. Delete files you no longer need and retry.",
+        f"(max_stored_bytes={len(content) + 50} bytes); your files, fine-tuned weights and the checkpoints "
+        f"of unfinished jobs use {len(content)} bytes, so at most 50 more fit. Delete files you no longer "
+        "need, cancel paused jobs you will not resume (their checkpoints count), or ask an administrator "
+        "for a larger quota; then retry.",
         "type": "invalid_request_error",
         "param": "max_stored_bytes",
         "code": "file_too_large",
@@ -319,3 +326,105 @@ def test_a_tenant_at_its_storage_quota_does_not_limit_another_tenant(
     upload_file(client, auth, content)
     assert post_upload(client, auth, content, sent="chunked").status_code == 413
     assert post_upload(client, other_auth, content, sent="chunked").status_code == 200
+
+
+# Jobs within max_stored_bytes: refused at creation (413) when their estimated peak does not fit
+
+# all-MiniLM-L6-v2 (models.storage_estimates): 22,713,216 parameters. Under `full` a checkpoint holds
+# them three times in float32 (weights, AdamW's two moments) plus 12 KiB: 272,570,880 bytes; three
+# epochs keep three. The weights archive: 4 bytes a parameter, 90,852,864 bytes.
+MINILM_FULL_CHECKPOINT_BYTES = 272_570_880
+MINILM_WEIGHTS_BYTES = 90_852_864
+MINILM_PARAMETERS = 22_713_216
+
+
+def test_a_job_whose_estimated_storage_does_not_fit_is_a_413_naming_the_estimate_the_quota_and_the_usage(
+    client: TestClient, auth: dict[str, str], settings: Settings, training_file: str, minilm: str
+) -> None:
+    in_store = len(jsonl_bytes(ROWS))
+    set_quota(settings, "acme", Quota.max_stored_bytes, 500_000_000)
+
+    response = create_job(client, auth, training_file)  # full, 3 epochs by default
+
+    assert response.status_code == 413
+    assert response.headers["x-should-retry"] == "false"
+    assert error(response) == {
+        "message": f"This job would store about {3 * MINILM_FULL_CHECKPOINT_BYTES} bytes at its peak "
+        f"(3 epoch checkpoint(s) of {MINILM_FULL_CHECKPOINT_BYTES} bytes each while it runs (strategy full trains "
+        f"{MINILM_PARAMETERS} of {minilm}'s {MINILM_PARAMETERS} parameters; a checkpoint holds them with "
+        f"AdamW's two moments), then {MINILM_WEIGHTS_BYTES} bytes of fine-tuned weights), but your storage "
+        f"quota is max_stored_bytes=500000000 bytes, and your files, fine-tuned weights and the checkpoints of "
+        f"unfinished jobs use {in_store} bytes, which leaves {500_000_000 - in_store}. Delete files you no "
+        "longer need, cancel paused jobs you will not resume (their checkpoints count), or ask an administrator "
+        "for a larger quota, or choose fewer epochs or a strategy that trains fewer parameters (partial, "
+        "feature_extraction); then retry.",
+        "type": "invalid_request_error",
+        "param": "max_stored_bytes",
+        "code": "file_too_large",
+    }
+    assert client.get("/v1/fine_tuning/jobs", headers=auth).json()["data"] == []
+
+
+def test_the_same_quota_admits_a_job_that_stores_less(
+    client: TestClient, auth: dict[str, str], settings: Settings, training_file: str, minilm: str
+) -> None:
+    set_quota(settings, "acme", Quota.max_active_jobs, 3)
+    set_quota(settings, "acme", Quota.max_stored_bytes, 500_000_000)
+    one_epoch = {"training_file": training_file, "hyperparameters": {"n_epochs": 1}}
+    head_only = {"training_file": training_file, "strategy": {"type": "feature_extraction"}}
+    for body in (one_epoch, head_only):
+        assert client.post("/v1/fine_tuning/jobs", headers=auth, json=body).status_code == 200
+    set_quota(settings, "acme", Quota.max_stored_bytes, MINILM_WEIGHTS_BYTES)  # the files leave less than that
+    refused = client.post("/v1/fine_tuning/jobs", headers=auth, json=head_only)
+    assert (refused.status_code, error(refused)["param"]) == (413, "max_stored_bytes")
+
+
+def test_a_paused_jobs_checkpoints_count_until_it_is_cancelled(
+    client: TestClient, auth: dict[str, str], settings: Settings, training_file: str, minilm: str
+) -> None:
+    """The outside tester's case: a 273 MB checkpoint kept while paused, under a 250 kB quota."""
+    content = jsonl_bytes(ROWS)
+    job_id = create_job(client, auth, training_file).json()["id"]
+    with session_scope(settings.database_url) as session:
+        attempt = jobs.claim_job(session, job_id, owner="w:1:t", lease_seconds=30)
+        assert attempt is not None
+        checkpoints.record_checkpoint(
+            session, job_id, attempt, step=8, epoch=1, metrics={}, blob_key="k", size_bytes=273_000_000
+        )
+    assert client.post(f"/v1/fine_tuning/jobs/{job_id}/pause", headers=auth).status_code == 200
+    with session_scope(settings.database_url) as session:
+        assert jobs.pause_run(session, job_id, attempt, step=8)
+    set_quota(settings, "acme", Quota.max_stored_bytes, 250_000)
+
+    upload = post_upload(client, auth, content, sent="chunked")
+    assert upload.status_code == 413
+    assert f"use {len(content) + 273_000_000} bytes, so at most 0 more fit" in error(upload)["message"]
+    job = client.post(
+        "/v1/fine_tuning/jobs", headers=auth, json={"training_file": training_file, "hyperparameters": {"n_epochs": 1}}
+    )
+    assert (job.status_code, error(job)["param"]) == (413, "max_stored_bytes")
+    assert f"use {len(content) + 273_000_000} bytes, which leaves 0" in error(job)["message"]
+
+    assert client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel", headers=auth).json()["status"] == "cancelled"
+    assert post_upload(client, auth, content, sent="chunked").status_code == 200
+
+
+def test_a_model_without_an_estimate_is_refused_only_once_the_quota_is_full(
+    client: TestClient, auth: dict[str, str], settings: Settings, training_file: str, minilm: str
+) -> None:
+    with session_scope(settings.database_url) as session:
+        row = session.get(BaseModel, minilm)
+        assert row is not None
+        row.embedding_parameters = row.layer_parameters = row.top_parameters = None  # e.g. an uncached hub model
+    in_store = len(jsonl_bytes(ROWS))
+    set_quota(settings, "acme", Quota.max_stored_bytes, in_store + 1)
+    assert create_job(client, auth, training_file).status_code == 200
+    set_quota(settings, "acme", Quota.max_stored_bytes, in_store)
+    refused = create_job(client, auth, training_file)
+    assert refused.status_code == 413
+    assert error(refused)["message"] == (
+        "No room for a fine-tuning job, which stores at least its fine-tuned weights: your storage quota is "
+        f"max_stored_bytes={in_store} bytes, and your files, fine-tuned weights and the checkpoints of unfinished "
+        f"jobs use {in_store} bytes. Delete files you no longer need, cancel paused jobs you will not resume "
+        "(their checkpoints count), or ask an administrator for a larger quota; then retry."
+    )
