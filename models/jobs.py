@@ -17,14 +17,13 @@ from sqlalchemy.sql.elements import ColumnElement
 from models import catalog, events, tenants
 from models.data_formats import ordered_labels
 from models.errors import InvalidRequest, InvalidTransition, JobErrorCode, NotFound
-from models.events import EventLevel
+from models.events import EventLevel, JobControl
 from models.files import get_file
 from models.hyperparameters import resolve_hyperparameters, resolve_strategy
 from models.ids import IdPrefix, is_well_formed, new_id
-from models.quotas import TenantQuotas, ensure_job_slot, ensure_room_for_job
+from models.quotas import TenantQuotas, ensure_job_slot
 from models.schemas import FilePurpose, FileStatus, JobCreate
 from models.states import TERMINAL_STATUSES, JobStatus, sources_of
-from models.storage_estimates import estimate_job_storage
 from models.tables import ApiKey, File, Job, utc_now
 
 MIN_CLASSES = 2
@@ -66,7 +65,6 @@ def create_job(session: Session, tenant_id: str, spec: JobCreate, *, quotas: Ten
         training_records=training.record_count,
         model_max_length=base_model.max_sequence_length,
     )
-    ensure_room_for_job(session, tenant_id, quotas, estimate_job_storage(base_model, strategy, hyperparameters))
     job = Job(
         id=new_id(IdPrefix.job),
         tenant_id=tenant_id,
@@ -95,11 +93,15 @@ def create_job(session: Session, tenant_id: str, spec: JobCreate, *, quotas: Ten
     return job
 
 
+def _no_such_job(job_id: str) -> str:
+    return f"No fine-tuning job {job_id} exists for your API key; check the id (GET /v1/fine_tuning/jobs lists yours)"
+
+
 def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
     """The tenant's job; another tenant's job is NotFound, exactly like a missing one."""
     job = session.get(Job, job_id) if is_well_formed(job_id, IdPrefix.job) else None
     if job is None or job.tenant_id != tenant_id:
-        raise NotFound(f"No such fine-tuning job: {job_id}", param="fine_tuning_job_id")
+        raise NotFound(_no_such_job(job_id), param="fine_tuning_job_id")
     return job
 
 
@@ -161,7 +163,7 @@ def _job_with_key_parameters(lookup: str, job_id: str) -> dict[str, str | None]:
 def _job_of_key_row(row: tuple[Any, ...] | None, secret: str, job_id: str) -> Job:
     tenants.tenant_of_key(_KeyColumns(*row[:3]) if row is not None else None, secret)
     if row is None or row[_JOB_ID_AT] is None:
-        raise NotFound(f"No such fine-tuning job: {job_id}", param="fine_tuning_job_id")
+        raise NotFound(_no_such_job(job_id), param="fine_tuning_job_id")
     return Job(**dict(zip(_JOB_FIELDS, row[3:], strict=True)))
 
 
@@ -174,7 +176,10 @@ def list_jobs(
         try:
             cursor = get_job(session, tenant_id, after)
         except NotFound:
-            raise InvalidRequest(f"after: {after!r} is not one of your jobs", param="after") from None
+            raise InvalidRequest(
+                f"after: {after!r} is not one of your jobs; pass the id of the last job of the previous page",
+                param="after",
+            ) from None
         # A row-value comparison: PostgreSQL starts the index scan at the cursor (ix_jobs_tenant_created_id).
         query = query.where(tuple_(Job.created_at, Job.id) < tuple_(cursor.created_at, cursor.id))
     query = query.order_by(Job.created_at.desc(), Job.id.desc())
@@ -191,70 +196,132 @@ def list_jobs(
     return matches[:limit], len(matches) > limit
 
 
-def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
+def cancel_job(session: Session, tenant_id: str, job_id: str, *, control_events_per_minute: int | None = None) -> Job:
     """Move a job that has not ended to `cancelled`; a running job's worker stops it within seconds.
 
-    Raises InvalidTransition for a job that already ended. Does not commit.
+    Raises InvalidTransition for a job that already ended, QuotaExceeded when the job's control
+    requests reached `control_events_per_minute` (events.ensure_control_allowed; None: no limit).
+    Does not commit.
     """
     job = get_job(session, tenant_id, job_id)
+    if JobStatus(job.status) not in TERMINAL_STATUSES:
+        events.ensure_control_allowed(session, job.id, per_minute=control_events_per_minute)
     if not transition_job(session, job.id, JobStatus.cancelled, values={"finished_at": utc_now()}):
         session.refresh(job)
         raise InvalidTransition(
-            f"Job {job_id} has already {job.status}; it cannot be cancelled", param="fine_tuning_job_id"
+            f"Job {job.id} already ended ({job.status}), so it cannot be cancelled; only a queued, running or "
+            "paused job can be.",
+            param="fine_tuning_job_id",
         )
-    events.append_event(session, job.id, "Job cancelled")
+    events.append_control_event(session, job.id, JobControl.cancel, "Job cancelled")
     session.refresh(job)
     return job
 
 
-def pause_job(session: Session, tenant_id: str, job_id: str) -> Job:
+def pause_job(session: Session, tenant_id: str, job_id: str, *, control_events_per_minute: int | None = None) -> Job:
     """Pause a job (OpenAI's `POST /pause`). Does not commit.
 
     A queued job becomes `paused` at once. A running job is asked to pause: its run checkpoints
     after the step in progress, frees its worker, and the job becomes `paused` within a heartbeat
-    or two (plus the checkpoint's write time). Pausing a paused job changes nothing. A job that
-    ended raises InvalidTransition.
+    or two (plus the checkpoint's write time). Pausing a paused job, or a running one whose pause
+    is pending, changes nothing and writes nothing. A job that ended raises InvalidTransition;
+    QuotaExceeded when the job's control requests reached `control_events_per_minute`.
     """
     job = get_job(session, tenant_id, job_id)
-    if job.status == JobStatus.paused.value:
+    if _is_paused_or_pausing(job):
         return job
+    if job.status in (JobStatus.queued.value, JobStatus.running.value):
+        events.ensure_control_allowed(session, job.id, per_minute=control_events_per_minute)
     if transition_job(session, job.id, JobStatus.paused, only_from=JobStatus.queued):
-        events.append_event(session, job.id, "Job paused")
+        events.append_control_event(session, job.id, JobControl.pause, "Job paused; resume it to queue it again")
     elif _set_pause_request(session, job.id, requested=True):
-        events.append_event(session, job.id, "Pause requested: the run will checkpoint and stop")
-    else:
-        session.refresh(job)
-        if job.status != JobStatus.paused.value:
-            raise InvalidTransition(
-                f"Job {job_id} has already {job.status}; it cannot be paused", param="fine_tuning_job_id"
-            )
+        _record_pause_request(session, job)
     session.refresh(job)
+    if not _is_paused_or_pausing(job):
+        raise InvalidTransition(_why_not_paused(job), param="fine_tuning_job_id")
     return job
 
 
-def resume_job(session: Session, tenant_id: str, job_id: str, *, quotas: TenantQuotas) -> tuple[Job, bool]:
+def _is_paused_or_pausing(job: Job) -> bool:
+    pausing = job.status == JobStatus.running.value and job.pause_requested_at is not None
+    return job.status == JobStatus.paused.value or pausing
+
+
+def _record_pause_request(session: Session, job: Job) -> None:
+    """The event of a pause requested of a running job, naming the step the run had reported."""
+    progress = job.progress or {}
+    step, total = progress.get("step"), progress.get("total_steps")
+    if isinstance(step, int) and isinstance(total, int):
+        events.append_control_event(
+            session,
+            job.id,
+            JobControl.pause,
+            f"Pause requested at step {step} of {total}: the run will checkpoint after its current step and stop",
+            data={"step": step, "total_steps": total},
+        )
+    else:
+        events.append_control_event(
+            session, job.id, JobControl.pause, "Pause requested: the run will checkpoint and stop"
+        )
+
+
+def _why_not_paused(job: Job) -> str:
+    if JobStatus(job.status) in TERMINAL_STATUSES:
+        return (
+            f"Job {job.id} already ended ({job.status}), so it cannot be paused; only a queued or running job can be."
+        )
+    if job.status == JobStatus.validating_files.value:
+        return f"Job {job.id} is still validating its files, so it cannot be paused yet; pause it once it is queued."
+    # Queued or running now, but it moved between the read and the write (a worker took or handed it back).
+    return f"Job {job.id} changed state while it was being paused (it is now {job.status}); send the pause again."
+
+
+def resume_job(
+    session: Session, tenant_id: str, job_id: str, *, quotas: TenantQuotas, control_events_per_minute: int | None = None
+) -> tuple[Job, bool]:
     """Resume a job (OpenAI's `POST /resume`); returns (job, whether it must be sent to the queue). No commit.
 
     A paused job goes back to `queued` and continues from its newest checkpoint. A running job
     whose pause was requested but has not happened keeps running (the request is withdrawn).
-    Any other job raises InvalidTransition.
+    Any other job raises InvalidTransition; QuotaExceeded at the tenant's job limit, or when the
+    job's control requests reached `control_events_per_minute`.
     """
     job = get_job(session, tenant_id, job_id)
     if job.status == JobStatus.paused.value:
         ensure_job_slot(session, tenant_id, quotas)
+        events.ensure_control_allowed(session, job.id, per_minute=control_events_per_minute)
         if transition_job(
             session, job.id, JobStatus.queued, only_from=JobStatus.paused, values={"enqueued_at": utc_now()}
         ):
-            events.append_event(session, job.id, "Job resumed and queued")
+            events.append_control_event(session, job.id, JobControl.resume, "Job resumed and queued")
             session.refresh(job)
             return job, True
-    elif job.status == JobStatus.running.value and _set_pause_request(session, job.id, requested=False):
-        events.append_event(session, job.id, "Pause request withdrawn; the run continues")
-        session.refresh(job)
-        return job, False
+    elif job.status == JobStatus.running.value and job.pause_requested_at is not None:
+        events.ensure_control_allowed(session, job.id, per_minute=control_events_per_minute)
+        if _set_pause_request(session, job.id, requested=False):
+            events.append_control_event(
+                session, job.id, JobControl.resume, "Pause request withdrawn; the run continues"
+            )
+            session.refresh(job)
+            return job, False
     session.refresh(job)
-    raise InvalidTransition(
-        f"Job {job_id} is {job.status}, not paused; it cannot be resumed", param="fine_tuning_job_id"
+    raise InvalidTransition(_why_not_resumed(job), param="fine_tuning_job_id")
+
+
+def _why_not_resumed(job: Job) -> str:
+    if JobStatus(job.status) in TERMINAL_STATUSES:
+        return (
+            f"Job {job.id} already ended ({job.status}), so it cannot be resumed; only a paused job can be. "
+            "Create a new job to train again."
+        )
+    if job.status == JobStatus.running.value:
+        return f"Job {job.id} is running, not paused, and no pause is pending; there is nothing to resume."
+    if job.status == JobStatus.paused.value:
+        # Paused now, but it moved between the read and the write.
+        return f"Job {job.id} changed state while it was being resumed (it is now paused); send the resume again."
+    return (
+        f"Job {job.id} is {job.status}, not paused; it starts by itself when a worker is free, so there is "
+        "nothing to resume."
     )
 
 
@@ -402,7 +469,11 @@ def ensure_run_owns_job(session: Session, job_id: str, attempt: int) -> None:
 def complete_job(
     session: Session, job_id: str, attempt: int, *, trained_tokens: int, result_files: list[str] | None = None
 ) -> str | None:
-    """`running → succeeded` for this attempt; returns the fine-tuned model name, or None if it lost the race."""
+    """`running → succeeded` for this attempt; returns the fine-tuned model name, or None if it lost the race.
+
+    A pause still pending is dropped, with an event that says so: the run finished before it saw it.
+    Does not commit.
+    """
     job = session.get(Job, job_id)
     if job is None:
         return None
@@ -419,14 +490,37 @@ def complete_job(
             "result_files": result_files or [],
             "lease_owner": None,
             "lease_expires_at": None,
-            "pause_requested_at": None,
         },
     )
     if not succeeded:
         return None
+    # Read after the move, which holds the row: a pause is requested only of a running job, so
+    # none can arrive between this read and the clearing below.
+    if session.scalar(select(Job.pause_requested_at).where(Job.id == job_id)) is not None:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(pause_requested_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        _record_dropped_pause(session, job_id)
     events.append_event(session, job_id, f"New fine-tuned model created: {name}")
     events.append_event(session, job_id, "The job has successfully completed")
     return name
+
+
+def _record_dropped_pause(session: Session, job_id: str) -> None:
+    request = events.newest_control_event(session, job_id, JobControl.pause)
+    step = (request.data or {}).get("step") if request is not None else None
+    when = f" at step {step}" if isinstance(step, int) else ""
+    events.append_event(
+        session,
+        job_id,
+        f"The pause requested{when} arrived as the run was finishing its last steps, so the job completed "
+        "instead of pausing",
+        level=EventLevel.warn,
+        data={"pause_requested_at_step": step} if isinstance(step, int) else None,
+    )
 
 
 def fail_job(
@@ -628,9 +722,26 @@ def _usable_file(session: Session, tenant_id: str, file_id: str, param: str) -> 
     try:
         row = get_file(session, tenant_id, file_id, for_update=True)
     except NotFound:
-        raise InvalidRequest(f"{param}: no such file {file_id!r}", param=param) from None
-    if row.purpose != FilePurpose.fine_tune.value or row.status != FileStatus.processed.value:
-        raise InvalidRequest(f"{param}: file {file_id} is not a processed fine-tune file", param=param)
+        raise InvalidRequest(
+            f"{param}: you have no file {file_id!r}; upload it with POST /v1/files (purpose 'fine-tune') and pass "
+            "the id that returns",
+            param=param,
+        ) from None
+    if row.purpose != FilePurpose.fine_tune.value:
+        raise InvalidRequest(
+            f"{param}: file {file_id} has purpose {row.purpose!r}; upload your data with purpose 'fine-tune'",
+            param=param,
+        )
+    if row.status == FileStatus.error.value:
+        raise InvalidRequest(
+            f"{param}: file {file_id} failed validation (GET /v1/files/{file_id} says why); fix the file and "
+            "upload it again",
+            param=param,
+        )
+    if row.status != FileStatus.processed.value:
+        raise InvalidRequest(
+            f"{param}: file {file_id} is still being validated; retry once its status is 'processed'", param=param
+        )
     return row
 
 
@@ -638,28 +749,36 @@ def _training_labels(training: File) -> list[str | int]:
     labels = ordered_labels(training.label_counts, training.label_kind)
     if len(labels) < MIN_CLASSES:
         raise InvalidRequest(
-            f"training_file: classification needs at least {MIN_CLASSES} labels; file {training.id} has only "
-            f"{labels!r}",
+            f"training_file: classification needs at least {MIN_CLASSES} labels, but file {training.id} has only "
+            f"{labels!r}; add examples of another label",
             param="training_file",
         )
     return labels
 
 
+_LABEL_KIND_WORDS = {"int": "integers", "str": "strings"}  # FileSummary.label_kind, in words
+
+
 def _check_validation_matches_training(training: File, validation: File) -> None:
     if validation.has_text_pair != training.has_text_pair:
+        has, lacks = ("validation", "training") if validation.has_text_pair else ("training", "validation")
         raise InvalidRequest(
-            "validation_file: text pairs must match the training file (both with 'text_pair' or both without)",
+            f"validation_file: the {has} file's records have 'text_pair' but the {lacks} file's do not; give "
+            "'text_pair' in both files or in neither",
             param="validation_file",
         )
     if validation.label_kind != training.label_kind:
         raise InvalidRequest(
-            f"validation_file: labels are {validation.label_kind}s, but the training file's are {training.label_kind}s",
+            f"validation_file: its labels are {_LABEL_KIND_WORDS.get(validation.label_kind, validation.label_kind)}, "
+            f"but the training file's are {_LABEL_KIND_WORDS.get(training.label_kind, training.label_kind)}; use "
+            "the same kind of label in both files",
             param="validation_file",
         )
     unknown = sorted(set(validation.label_counts) - set(training.label_counts))
     if unknown:
         raise InvalidRequest(
-            f"validation_file: label {unknown[0]!r} does not occur in the training file",
+            f"validation_file: label {unknown[0]!r} does not occur in the training file; remove its examples from "
+            "the validation file, or add examples of it to the training file",
             param="validation_file",
         )
 
@@ -667,7 +786,7 @@ def _check_validation_matches_training(training: File, validation: File) -> None
 def tenant_of(session: Session, job_id: str) -> str:
     job = session.get(Job, job_id)
     if job is None:
-        raise NotFound(f"No such fine-tuning job: {job_id}", param="fine_tuning_job_id")
+        raise NotFound(_no_such_job(job_id), param="fine_tuning_job_id")
     return job.tenant_id
 
 
@@ -685,5 +804,5 @@ def list_fine_tuned_models(session: Session, tenant_id: str) -> list[Job]:
 def get_fine_tuned_model(session: Session, tenant_id: str, name: str) -> Job:
     job = session.scalar(select(Job).where(Job.fine_tuned_model == name, Job.tenant_id == tenant_id))
     if job is None:
-        raise NotFound(f"The model '{name}' does not exist", param="model")
+        raise NotFound(f"The model '{name}' does not exist; GET /v1/models lists the models you can use", param="model")
     return job

@@ -22,6 +22,7 @@ from models.settings import Settings
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], route_class=SessionReleasingRoute)
 
 LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)]
+EventLimitQuery = Annotated[int, Query(ge=1, le=events.MAX_EVENT_PAGE_LIMIT)]
 
 # Every response of a mutating route is built before its commit: once the change is committed,
 # nothing may fail, or a client told "error" would retry a change that happened (models.job_views).
@@ -32,6 +33,17 @@ AT_JOB_QUOTA: dict[str, Any] = {
     "description": "The tenant is at its max_active_jobs quota",
     "headers": {
         "Retry-After": {"description": "Seconds after which a slot may be free", "schema": {"type": "integer"}}
+    },
+}
+# Pause, resume and cancel requests of one job are limited per minute (job_control_events_per_minute).
+AT_CONTROL_LIMIT: dict[str, Any] = {
+    "model": ErrorResponse,
+    "description": "The job took its most pause, resume and cancel requests in the last minute",
+    "headers": {
+        "Retry-After": {
+            "description": "Seconds until the job takes such a request again",
+            "schema": {"type": "integer"},
+        }
     },
 }
 
@@ -111,18 +123,27 @@ async def retrieve_fine_tuning_job(job_id: str, request: Request) -> Response:
     return Response(body, media_type="application/json")
 
 
-@router.post("/{job_id}/cancel", responses={409: {"model": ErrorResponse, "description": "The job already ended"}})
-def cancel_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDep) -> JobRead:
-    job = jobs.cancel_job(session, tenant_id, job_id)
+@router.post(
+    "/{job_id}/cancel",
+    responses={409: {"model": ErrorResponse, "description": "The job already ended"}, 429: AT_CONTROL_LIMIT},
+)
+def cancel_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDep, settings: SettingsDep) -> JobRead:
+    job = jobs.cancel_job(session, tenant_id, job_id, control_events_per_minute=settings.job_control_events_per_minute)
     cancelled = job_views.job_read(job)
     session.commit()
     return cancelled
 
 
-@router.post("/{job_id}/pause", responses={409: {"model": ErrorResponse, "description": "The job already ended"}})
-def pause_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDep) -> JobRead:
-    """A queued job pauses at once; a running one checkpoints, frees its worker, then shows `paused`."""
-    job = jobs.pause_job(session, tenant_id, job_id)
+@router.post(
+    "/{job_id}/pause",
+    responses={409: {"model": ErrorResponse, "description": "The job already ended"}, 429: AT_CONTROL_LIMIT},
+)
+def pause_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDep, settings: SettingsDep) -> JobRead:
+    """A queued job pauses at once; a running one checkpoints, frees its worker, then shows `paused`.
+
+    Pausing a paused job, or one whose pause is pending, answers the job and changes nothing.
+    """
+    job = jobs.pause_job(session, tenant_id, job_id, control_events_per_minute=settings.job_control_events_per_minute)
     paused = job_views.job_read(job)
     session.commit()
     return paused
@@ -132,12 +153,22 @@ def pause_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDep
     "/{job_id}/resume",
     responses={
         409: {"model": ErrorResponse, "description": "The job is not paused"},
-        429: AT_JOB_QUOTA,
+        429: {
+            **AT_JOB_QUOTA,
+            "description": "The tenant is at its max_active_jobs quota, or the job at its "
+            "limit of pause, resume and cancel requests per minute",
+        },
     },
 )
 def resume_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDep, settings: SettingsDep) -> JobRead:
     """A paused job is queued again and continues from the checkpoint it paused at."""
-    job, must_send = jobs.resume_job(session, tenant_id, job_id, quotas=quotas.quotas_of(session, tenant_id, settings))
+    job, must_send = jobs.resume_job(
+        session,
+        tenant_id,
+        job_id,
+        quotas=quotas.quotas_of(session, tenant_id, settings),
+        control_events_per_minute=settings.job_control_events_per_minute,
+    )
     resumed = job_views.job_read(job)
     session.commit()
     if must_send:
@@ -153,8 +184,9 @@ def resume_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDe
 
 @router.get("/{job_id}/events")
 def list_fine_tuning_events(
-    job_id: str, tenant_id: TenantDep, session: SessionDep, after: str | None = None, limit: LimitQuery = 20
+    job_id: str, tenant_id: TenantDep, session: SessionDep, after: str | None = None, limit: EventLimitQuery = 20
 ) -> ListPage[EventRead]:
+    """Newest first, up to events.MAX_EVENT_PAGE_LIMIT a page; pass a page's last id as `after` for the next."""
     job = jobs.get_job(session, tenant_id, job_id)
     data, has_more = job_views.fill_page(
         lambda cursor, count: events.list_events(session, job.id, after=cursor, limit=count),

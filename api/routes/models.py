@@ -27,4 +27,6 @@ def retrieve_model(model_id: str, tenant_id: TenantDep, session: SessionDep) -> 
     try:
         return ModelRead.from_base_model(catalog.get_base_model(session, model_id))
     except NotFound:
-        raise NotFound(f"The model '{model_id}' does not exist", param="model") from None
+        raise NotFound(
+            f"The model '{model_id}' does not exist; GET /v1/models lists the models you can use", param="model"
+        ) from None

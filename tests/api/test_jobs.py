@@ -4,11 +4,15 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select, update
 
 from api.main import create_app
+from models import events
+from models.db import session_scope
 from models.hyperparameters import STRATEGY_DEFAULTS
 from models.schemas import StrategyType
 from models.settings import Settings
+from models.tables import JobEvent, utc_now
 from tests.conftest import jsonl_bytes, upload_file
 
 ROWS = [{"text": f"sample {i}", "label": "positive" if i % 2 else "negative"} for i in range(40)]
@@ -146,7 +150,8 @@ def test_validation_label_absent_from_training_is_refused(
     response = create(client, auth, training_file=training_file, validation_file=validation)
     assert response.status_code == 400
     assert error(response) == {
-        "message": "validation_file: label 'neutral' does not occur in the training file",
+        "message": "validation_file: label 'neutral' does not occur in the training file; remove its examples from "
+        "the validation file, or add examples of it to the training file",
         "type": "invalid_request_error",
         "param": "validation_file",
         "code": "invalid_request_error",
@@ -162,8 +167,29 @@ def test_cancel_queued_job_ends_cancelled_and_a_second_cancel_is_409(
     assert cancelled.json()["status"] == "cancelled"
     again = client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel", headers=auth)
     assert again.status_code == 409
-    assert error(again)["code"] == "invalid_state"
+    assert error(again) == {
+        "message": f"Job {job_id} already ended (cancelled), so it cannot be cancelled; only a queued, running or "
+        "paused job can be.",
+        "type": "invalid_request_error",
+        "param": "fine_tuning_job_id",
+        "code": "invalid_state",
+    }
     assert again.headers["x-should-retry"] == "false"
+
+
+def test_validation_labels_of_another_kind_are_refused_in_plain_words(
+    client: TestClient, auth: dict[str, str], training_file: str, minilm: str
+) -> None:
+    validation = upload_file(client, auth, jsonl_bytes([{"text": "a", "label": 0}, {"text": "b", "label": 1}]))
+    response = create(client, auth, training_file=training_file, validation_file=validation)
+    assert response.status_code == 400
+    assert error(response) == {
+        "message": "validation_file: its labels are integers, but the training file's are strings; use the same "
+        "kind of label in both files",
+        "type": "invalid_request_error",
+        "param": "validation_file",
+        "code": "invalid_request_error",
+    }
 
 
 def test_jobs_list_paginates_newest_first(
@@ -200,6 +226,51 @@ def test_events_list_the_jobs_history_newest_first(
     rest = client.get(f"/v1/fine_tuning/jobs/{job_id}/events?after={page['data'][-1]['id']}", headers=auth).json()
     assert rest["data"][-1]["message"] == f"Created fine-tuning job: {job_id}"
     assert all(event["object"] == "fine_tuning.job.event" for event in rest["data"])
+
+
+def test_events_page_through_250_events_newest_first_exactly_once(
+    client: TestClient, auth: dict[str, str], training_file: str, minilm: str, settings: Settings
+) -> None:
+    job_id = create(client, auth, training_file=training_file).json()["id"]
+    with session_scope(settings.database_url) as session:
+        for number in range(247):
+            events.append_event(session, job_id, f"Step {number}/247: training loss=0.5000", data={"step": number})
+        session.execute(update(JobEvent).where(JobEvent.job_id == job_id).values(created_at=utc_now()))
+    with session_scope(settings.database_url) as session:
+        expected = list(
+            session.scalars(select(JobEvent.id).where(JobEvent.job_id == job_id).order_by(JobEvent.sequence.desc()))
+        )
+    assert len(expected) == 250
+    seen: list[str] = []
+    pages = 0
+    after = None
+    while True:
+        query = "?limit=100" + (f"&after={after}" if after else "")
+        page = client.get(f"/v1/fine_tuning/jobs/{job_id}/events{query}", headers=auth).json()
+        pages += 1
+        seen += [event["id"] for event in page["data"]]
+        assert page["last_id"] == seen[-1]
+        if not page["has_more"]:
+            break
+        after = page["last_id"]
+    assert (seen, pages) == (expected, 3)
+
+
+def test_events_pages_go_up_to_1000_events_and_no_further(
+    client: TestClient, auth: dict[str, str], training_file: str, minilm: str, settings: Settings
+) -> None:
+    job_id = create(client, auth, training_file=training_file).json()["id"]
+    with session_scope(settings.database_url) as session:
+        for number in range(1000):
+            events.append_event(session, job_id, f"event {number}")
+    page = client.get(f"/v1/fine_tuning/jobs/{job_id}/events?limit=1000", headers=auth).json()
+    assert (len(page["data"]), page["has_more"]) == (1000, True)
+    too_long = client.get(f"/v1/fine_tuning/jobs/{job_id}/events?limit=1001", headers=auth)
+    assert (too_long.status_code, error(too_long)["param"], error(too_long)["code"]) == (
+        400,
+        "limit",
+        "invalid_request_error",
+    )
 
 
 def test_file_used_by_an_unfinished_job_cannot_be_deleted(

@@ -6,15 +6,16 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from models import checkpoints, jobs
 from models.db import session_scope
 from models.errors import InvalidTransition
 from models.jobs import JobFailure, LeaseLost, LeaseState
+from models.quotas import TenantQuotas
 from models.settings import Settings
 from models.states import JobStatus
-from models.tables import Job, utc_now
+from models.tables import Job, JobEvent, utc_now
 from tests.conftest import jsonl_bytes, upload_file
 
 ROWS = [{"text": f"t{i}", "label": "a" if i % 2 else "b"} for i in range(8)]
@@ -227,3 +228,99 @@ def test_job_pages_split_jobs_created_at_the_same_instant_by_id(settings: Settin
             break
         after = seen[-1]
     assert seen == sorted(ids, reverse=True)
+
+
+def events_of(settings: Settings, job_id: str) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """(level, message, data) of the job's events, oldest first."""
+    with session_scope(settings.database_url) as session:
+        rows = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.sequence))
+        return [(row.level, row.message, row.data) for row in rows]
+
+
+def test_completing_a_run_whose_pause_was_pending_says_why_it_did_not_pause(
+    settings: Settings, new_job: Callable[[], str]
+) -> None:
+    job_id = new_job()
+    attempt = claim(settings, job_id)
+    assert attempt is not None
+    with session_scope(settings.database_url) as session:
+        progress = {"step": 173, "total_steps": 189, "epoch": 2, "percent": 91.53}
+        jobs.record_progress(session, job_id, attempt, progress=progress)
+    with session_scope(settings.database_url) as session:
+        tenant_id = session.get_one(Job, job_id).tenant_id
+        assert jobs.pause_job(session, tenant_id, job_id).status == JobStatus.running
+    with session_scope(settings.database_url) as session:
+        name = jobs.complete_job(session, job_id, attempt, trained_tokens=10)
+    assert events_of(settings, job_id)[-4:] == [
+        (
+            "info",
+            "Pause requested at step 173 of 189: the run will checkpoint after its current step and stop",
+            {"control": "pause", "step": 173, "total_steps": 189},
+        ),
+        (
+            "warn",
+            "The pause requested at step 173 arrived as the run was finishing its last steps, so the job completed "
+            "instead of pausing",
+            {"pause_requested_at_step": 173},
+        ),
+        ("info", f"New fine-tuned model created: {name}", None),
+        ("info", "The job has successfully completed", None),
+    ]
+    with session_scope(settings.database_url) as session:
+        job = session.get_one(Job, job_id)
+        assert (job.status, job.pause_requested_at) == (JobStatus.succeeded, None)
+
+
+def test_a_pause_requested_before_the_run_reported_a_step_is_reported_without_one(
+    settings: Settings, new_job: Callable[[], str]
+) -> None:
+    job_id = new_job()
+    attempt = claim(settings, job_id)
+    assert attempt is not None
+    with session_scope(settings.database_url) as session:
+        jobs.pause_job(session, session.get_one(Job, job_id).tenant_id, job_id)
+    with session_scope(settings.database_url) as session:
+        assert jobs.complete_job(session, job_id, attempt, trained_tokens=10) is not None
+    assert events_of(settings, job_id)[-4:-2] == [
+        ("info", "Pause requested: the run will checkpoint and stop", {"control": "pause"}),
+        (
+            "warn",
+            "The pause requested arrived as the run was finishing its last steps, so the job completed instead of "
+            "pausing",
+            None,
+        ),
+    ]
+
+
+def test_completing_a_run_with_its_pause_withdrawn_writes_no_pause_event(
+    settings: Settings, new_job: Callable[[], str]
+) -> None:
+    job_id = new_job()
+    attempt = claim(settings, job_id)
+    assert attempt is not None
+    with session_scope(settings.database_url) as session:
+        tenant_id = session.get_one(Job, job_id).tenant_id
+        jobs.pause_job(session, tenant_id, job_id)
+        jobs.resume_job(session, tenant_id, job_id, quotas=TenantQuotas(10, 10**9, 10**9))
+    with session_scope(settings.database_url) as session:
+        assert jobs.complete_job(session, job_id, attempt, trained_tokens=10) is not None
+    assert [level for level, _, _ in events_of(settings, job_id)] == ["info"] * len(events_of(settings, job_id))
+
+
+def test_a_repeated_pause_request_is_idempotent_while_pending_and_once_paused(
+    settings: Settings, new_job: Callable[[], str]
+) -> None:
+    job_id = new_job()
+    attempt = claim(settings, job_id)
+    assert attempt is not None
+    with session_scope(settings.database_url) as session:
+        tenant_id = session.get_one(Job, job_id).tenant_id
+        jobs.pause_job(session, tenant_id, job_id)
+    written = len(events_of(settings, job_id))
+    with session_scope(settings.database_url) as session:
+        assert jobs.pause_job(session, tenant_id, job_id).status == JobStatus.running
+    with session_scope(settings.database_url) as session:
+        assert jobs.pause_run(session, job_id, attempt, step=3)
+    with session_scope(settings.database_url) as session:
+        assert jobs.pause_job(session, tenant_id, job_id).status == JobStatus.paused
+    assert len(events_of(settings, job_id)) == written + 1  # the run's own "Job paused at step 3"
