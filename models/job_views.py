@@ -1,11 +1,4 @@
-"""Job, event and checkpoint rows as the API shows them, so that one damaged stored row never breaks a response.
-
-A row is written by this service, but what is stored is not always what a response can carry:
-JSON columns decode `"\\ud800"` to a lone surrogate, which UTF-8 (and so the response body) cannot
-encode, and a row written before a field existed lacks it. A row of the first kind is shown with
-each unpaired surrogate replaced by U+FFFD; one of the second kind cannot be built at all: a list
-leaves it out, a single read raises UnservableRow, and both log the fault for an administrator.
-"""
+"""Job, event and checkpoint rows as the API shows them: one damaged stored row never breaks a response."""
 
 from __future__ import annotations
 
@@ -24,6 +17,10 @@ from models.tables import Checkpoint, Job, JobEvent
 
 logger = logging.getLogger(__name__)
 
+# What is stored is not always what a response can carry. JSON columns decode `"\ud800"` to a lone
+# surrogate, which UTF-8 (and so a response body) cannot encode: such a row is shown with each one
+# replaced by U+FFFD. A row written before a field existed lacks it, and no object can be built from
+# it: a list leaves it out, a single read raises UnservableRow, and both log the fault.
 ReadT = TypeVar("ReadT", bound=BaseModel)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
