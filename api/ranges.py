@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 from fastapi.responses import FileResponse
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.types import Receive, Scope, Send
 
 from models.schemas import ErrorResponse
@@ -59,7 +60,9 @@ def file_download(
 
     A Range in a unit other than bytes is ignored (RFC 9110 §14.2: 200 and the whole file), and a
     malformed byte range raises a 416 HTTPException carrying `Content-Range: bytes */SIZE`, where
-    Starlette answers a plain-text 400.
+    Starlette answers a plain-text 400. So does a well-formed range Starlette would not satisfy
+    (one starting at or past the end, `bytes=-0`, any range of an empty file), where Starlette
+    answers an empty plain-text 416: the error handler renders both in the error shape.
     """
     stat_result = path.stat()
     response = FileResponse(path, media_type=media_type, filename=filename, headers=headers, stat_result=stat_result)
@@ -81,4 +84,25 @@ def file_download(
             "expected e.g. 'bytes=0-1023', 'bytes=1024-' or 'bytes=-1024'",
             headers={"Content-Range": f"bytes */{stat_result.st_size}"},
         )
+    if not is_satisfiable(range_header, stat_result.st_size):
+        raise HTTPException(
+            416,
+            detail=f"Range {range_header!r} is not satisfiable: the file has {stat_result.st_size} bytes; "
+            "ask for ranges that start before its end, or no Range for the whole file",
+            headers={"Content-Range": f"bytes */{stat_result.st_size}"},
+        )
     return response
+
+
+def is_satisfiable(range_header: str, size_bytes: int) -> bool:
+    """Whether Starlette's FileResponse serves this well-formed byte Range rather than answering it 416 itself.
+
+    Asked of Starlette's own parser, so the two never disagree on which ranges it satisfies.
+    """
+    try:
+        FileResponse._parse_range_header(range_header, size_bytes)
+    except RangeNotSatisfiable:
+        return False
+    except MalformedRangeHeader:
+        return False  # e.g. first > last; is_byte_range_set refuses those before this is asked
+    return True

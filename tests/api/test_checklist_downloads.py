@@ -68,6 +68,32 @@ def test_a_range_past_the_end_is_a_416_naming_the_size(
 
 
 @pytest.mark.parametrize(
+    "range_header",
+    [
+        "bytes=999999999-",
+        "bytes=-0",
+        f"bytes={SIZE}-",
+        f"bytes={SIZE}-{SIZE}",
+        "bytes=0-9,999999999-",  # Starlette serves a set only when every range in it starts inside the file
+        "bytes=-0,-0",
+    ],
+)
+def test_an_unsatisfiable_range_is_a_416_in_the_error_shape_naming_the_size(
+    client: TestClient, auth: dict[str, str], file_id: str, range_header: str
+) -> None:
+    response = client.get(content_url(file_id), headers={**auth, "range": range_header})
+    assert response.status_code == 416, response.text
+    assert response.headers["content-range"] == f"bytes */{SIZE}"
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "invalid_request_error", None)
+    assert error["message"] == (
+        f"Range {range_header!r} is not satisfiable: the file has {SIZE} bytes; "
+        "ask for ranges that start before its end, or no Range for the whole file"
+    )
+
+
+@pytest.mark.parametrize(
     "range_header", ["bytes=abc", "bytes=9-3", "bytes", "bytes=-", "bytes=", "bytes=,", "bytes=--5", "bytes=0-1-2"]
 )
 def test_a_malformed_range_is_a_416(client: TestClient, auth: dict[str, str], file_id: str, range_header: str) -> None:
