@@ -52,12 +52,23 @@ def get_store(settings: SettingsDep) -> ArtifactStore:
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 
 
-async def get_bearer_key(authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> str:
-    """The key of `Authorization: Bearer <key>`, not yet checked; 401 if there is none (async: no I/O)."""
+MISSING_KEY_MESSAGE = "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
+
+
+def bearer_key_of(authorization: str | None) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header value, not yet checked; None if it carries none."""
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        raise Unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.")
+        return None
     return key.strip()
+
+
+async def get_bearer_key(authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> str:
+    """The key of `Authorization: Bearer <key>`, not yet checked; 401 if there is none (async: no I/O)."""
+    key = bearer_key_of(authorization)
+    if key is None:
+        raise Unauthorized(MISSING_KEY_MESSAGE)
+    return key
 
 
 BearerKeyDep = Annotated[str, Depends(get_bearer_key)]

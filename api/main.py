@@ -9,9 +9,12 @@ from typing import Any
 from anyio import CapacityLimiter
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 
 from api.errors import install_error_handlers
+from api.request_bodies import BodyLimits, RequestBodyGuard
 from api.routes import files, jobs, models
+from api.unexpected_errors import UnexpectedErrorGuard
 from models.db import READ_POOL_SIZE
 from models.read_pool import AsyncReadPool
 from models.schemas import ErrorResponse
@@ -25,15 +28,28 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     500: {"model": ErrorResponse, "description": "A bug: the request was valid"},
     503: {"model": ErrorResponse, "description": "Briefly unavailable (e.g. the database); retry after Retry-After"},
 }
+# Every documented operation takes the tenant's key; Swagger's Authorize button sends it.
+BEARER_SCHEME = "bearerAuth"
+SECURITY_SCHEMES = {
+    BEARER_SCHEME: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key from `graft keys create`, sent as `Authorization: Bearer YOUR_KEY`.",
+    }
+}
+# Swagger UI shows a badge fetched from validator.swagger.io unless told not to; the docs stay offline.
+SWAGGER_UI_PARAMETERS = {"validatorUrl": None, "persistAuthorization": True}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. Tests pass their own settings; production reads GRAFT_* from the environment."""
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the fastapi-offline package, served by the app itself.
+    app = FastAPIOffline(
         title="Graft",
         version="0.1.0",
         summary="Fine-tuning jobs for Hugging Face models, OpenAI-compatible.",
         lifespan=_read_pool_lifespan,
+        swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
     )
     # Read once here, at the edge; requests get it from app.state (api.deps.get_app_settings).
     app.state.settings = settings if settings is not None else get_settings()
@@ -44,6 +60,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # SQLite, reads take the threadpool.
     app.state.read_pool = None
     install_error_handlers(app)
+    # Added last, runs first: the error guard wraps the body guard, which wraps the routes.
+    app.add_middleware(RequestBodyGuard, limits=BodyLimits.from_settings(app.state.settings))
+    app.add_middleware(UnexpectedErrorGuard)
     for router in (files.router, jobs.router, models.router):
         app.include_router(router, responses=COMMON_ERRORS)
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
@@ -72,9 +91,14 @@ async def _read_pool_lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
-    """FastAPI documents 422 for validation errors; this API answers them with OpenAI's 400."""
+    """FastAPI documents 422 for validation errors; this API answers them with OpenAI's 400.
+
+    The bearer key is declared once for every operation (/healthz is not documented).
+    """
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        schema["security"] = [{BEARER_SCHEME: []}]
         for path in schema["paths"].values():
             for operation in path.values():
                 operation.get("responses", {}).pop("422", None)

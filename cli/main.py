@@ -87,16 +87,10 @@ def migrate() -> None:
 @app.command()
 def api(host: HostOption = None, port: PortOption = None) -> None:
     """Serve the HTTP API (uvicorn)."""
-    import uvicorn
+    from api.server import serve
 
     settings = get_settings()
-    uvicorn.run(
-        "api.main:create_app",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level=settings.log_level.lower(),
-    )
+    serve(settings, host or settings.host, port or settings.port)
 
 
 @app.command()
