@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from fastapi import Request
 from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from models.errors import InvalidRequest
@@ -149,6 +149,12 @@ async def receive_upload(request: Request, store: ArtifactStore, cap: UploadCap)
             if pending:
                 await run_in_threadpool(_parse_all, parser, pending)
             parser.finalize()
+        if parser.state != MultipartState.END:
+            # A body cut short (a dropped proxy connection, a client that gave up) may end mid-line
+            # at a plausible record: only the closing boundary says the file is whole.
+            raise InvalidRequest(
+                "the upload ended before the multipart closing boundary; the file was not stored", param="file"
+            )
         if not sink.file_seen:
             raise InvalidRequest("file: the form has no 'file' part", param="file")
         return ReceivedUpload(temporary_path, sink.filename, sink.size_bytes, sink.sha256, sink.fields)

@@ -1,9 +1,12 @@
-"""Reliability checklist items 12–15 against a real API process: upload size, filenames, archives, big files."""
+"""Checklist items 12–15 (upload size, filenames, archives, big files) and uploads cut short or aborted."""
 
 from __future__ import annotations
 
 import io
 import json
+import logging
+import socket
+import struct
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,18 +16,22 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from api.main import create_app
 from models import tenants
 from models.db import session_scope
 from models.settings import Settings
 from tests.conftest import make_tenant_key
 from tests.live_api import (
+    BOUNDARY,
     MULTIPART_CONTENT_TYPE,
     LiveApi,
     multipart_head,
     multipart_tail,
     running_api,
+    running_server,
     tree_size_bytes,
 )
+from tests.processes import wait_for
 
 MIB = 1024 * 1024
 CHUNK = b"x" * (256 * 1024)
@@ -295,3 +302,94 @@ def test_a_256_mib_file_is_validated_with_flat_memory(
             "code": "invalid_file",
         }
     assert growth < MEMORY_GROWTH_ALLOWANCE_BYTES, f"peak RSS grew by {growth / MIB:.1f} MiB"
+
+
+# ---------------------------------------------------------------------------------------------
+# An upload cut short is refused whole: only the multipart closing boundary says the file is all
+# there. A client that hangs up mid-upload is a normal event, and leaves nothing behind either.
+# ---------------------------------------------------------------------------------------------
+
+COMPLETE_UPLOAD = multipart_head() + GOOD + multipart_tail()  # the tail is "\r\n--BOUNDARY--\r\n"
+TRUNCATED_UPLOAD_ERROR = {
+    "message": "the upload ended before the multipart closing boundary; the file was not stored",
+    "type": "invalid_request_error",
+    "param": "file",
+    "code": "invalid_request_error",
+}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(multipart_head() + GOOD[:-4], id="cut-mid-row-inside-a-label"),
+        pytest.param(multipart_head() + GOOD[:-1], id="jsonl-one-byte-short"),
+        pytest.param(multipart_head() + GOOD, id="cut-right-after-the-file"),
+        pytest.param(multipart_head() + GOOD + b"\r\n--" + BOUNDARY.encode(), id="closing-boundary-without-dashes"),
+        pytest.param(COMPLETE_UPLOAD[: -len(b"-\r\n")], id="closing-boundary-one-dash-short"),
+        pytest.param(
+            multipart_head() + GOOD + b"\r\n--" + BOUNDARY.encode() + b"\r\n", id="a-part-boundary-then-nothing"
+        ),
+        pytest.param(multipart_head(), id="cut-before-the-file"),
+        pytest.param(b"", id="empty-body"),
+    ],
+)
+def test_an_upload_without_its_closing_boundary_is_refused_and_nothing_is_kept(
+    client: TestClient, auth: dict[str, str], tmp_path: Path, body: bytes
+) -> None:
+    before = files_on_disk(tmp_path)
+    response = client.post("/v1/files", headers={**auth, "content-type": MULTIPART_CONTENT_TYPE}, content=body)
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == TRUNCATED_UPLOAD_ERROR
+    assert files_on_disk(tmp_path) == before  # no blob, no temporary file
+    assert client.get("/v1/files", headers=auth).json()["data"] == []
+
+
+def test_an_upload_whose_closing_boundary_lacks_the_final_crlf_is_stored_whole(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    # RFC 2046: the CRLF after the closing delimiter belongs to the optional epilogue.
+    response = client.post(
+        "/v1/files", headers={**auth, "content-type": MULTIPART_CONTENT_TYPE}, content=COMPLETE_UPLOAD[:-2]
+    )
+    assert response.status_code == 200, response.text
+    assert client.get(f"/v1/files/{response.json()['id']}/content", headers=auth).content == GOOD
+
+
+def test_a_client_that_aborts_an_upload_mid_body_is_logged_in_one_info_line_and_nothing_is_kept(
+    settings: Settings, auth: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    line = b'{"text": "' + b"w" * 1000 + b'", "label": "pos"}\n'
+    sent = line * 2048  # 2 MiB: past one parse batch, so the temporary file has bytes on disk
+    head = (
+        b"POST /v1/files HTTP/1.1\r\nHost: graft\r\nAuthorization: " + auth["Authorization"].encode() + b"\r\n"
+        b"Content-Type: " + MULTIPART_CONTENT_TYPE.encode() + b"\r\n"
+        b"Content-Length: " + str(4 * MIB).encode() + b"\r\n\r\n" + multipart_head()
+    )
+    with running_server(create_app(settings), settings) as served:
+        connection = served.connect()
+        try:
+            connection.sendall(head + sent)
+            wait_for(lambda: tree_size_bytes(settings.artifacts) > 0, timeout=30, what="the upload to reach the disk")
+        finally:
+            # RST, as a killed client's kernel sends: the server learns of it at once.
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            connection.close()
+
+        def abort_logged() -> list[logging.LogRecord]:
+            return [record for record in caplog.records if record.name == "api.request_bodies"]
+
+        logged = wait_for(abort_logged, timeout=30, what="the aborted upload to be logged")
+        listed = httpx.get(f"{served.base_url}/v1/files", headers=auth).json()["data"]
+
+    assert [(record.levelno, record.getMessage()) for record in logged] == [
+        (
+            logging.INFO,
+            "client closed the connection during POST /v1/files after "
+            f"{len(multipart_head()) + len(sent)} bytes of its body; nothing was kept",
+        )
+    ]
+    assert [record for record in caplog.records if record.exc_info or record.levelno >= logging.WARNING] == []
+    assert [path for path in settings.artifacts.rglob("*") if path.is_file()] == []
+    assert listed == []
