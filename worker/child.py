@@ -125,7 +125,9 @@ def train_job(
     received = time.monotonic() - max(time.time() - handed_over, 0.0) if handed_over else time.monotonic()
     store = ArtifactStore(settings.artifacts)
     config = load_training_config(settings.database_url, job_id, store.root)
-    database = DatabaseReporter(settings.database_url, job_id, attempt, store)
+    database = DatabaseReporter(
+        settings.database_url, job_id, attempt, store, service_max_stored_bytes=settings.tenant_max_stored_bytes
+    )
     metrics_log = MetricsLog()
     database.message("Training process started", data=describe_run(config))
     control = RunControl(checkpoint_interval_seconds=settings.checkpoint_interval_seconds, stop_requested=stop_signal)

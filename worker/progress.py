@@ -11,12 +11,14 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from models import checkpoints, events, jobs
+from models import checkpoints, events, jobs, quotas
 from models.checkpoints import describe_metrics
 from models.db import run_transaction
+from models.errors import JobErrorCode
 from models.events import EventType
+from models.quotas import StorageQuotaExceeded
 from models.storage import ArtifactStore
-from worker.training.reporting import StepProgress
+from worker.training.reporting import StepProgress, TrainingFailure
 
 MIN_SECONDS_BETWEEN_STEP_EVENTS = 1.0
 # A run rides out about half a minute of database outage (a server restart), well inside its
@@ -30,12 +32,16 @@ class DatabaseReporter:
     """A TrainingReporter that writes through `models`; every write raises LeaseLost once the run lost the job.
 
     Step metrics are written at most once a second (the loss is averaged over the steps in
-    between), and always for the first and the last step.
+    between), and always for the first and the last step. A checkpoint is recorded only if it fits
+    the tenant's storage quota (`service_max_stored_bytes` where the tenant has none of its own).
     """
 
-    def __init__(self, database_url: str, job_id: str, attempt: int, store: ArtifactStore) -> None:
+    def __init__(
+        self, database_url: str, job_id: str, attempt: int, store: ArtifactStore, *, service_max_stored_bytes: int
+    ) -> None:
         self._database_url = database_url
         self._store = store
+        self._service_max_stored_bytes = service_max_stored_bytes
         self._job_id = job_id
         self._attempt = attempt
         self._last_write = 0.0
@@ -120,9 +126,14 @@ class DatabaseReporter:
 
         self._write(write)
 
-    def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str) -> None:
+    def checkpoint_saved(
+        self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str, size_bytes: int
+    ) -> None:
+        """Record the checkpoint and delete the ones it supersedes; one past the storage quota is deleted
+        instead, and the run fails (TrainingFailure, storage_quota_exceeded)."""
+
         def write(session: Session) -> list[str]:
-            return checkpoints.record_checkpoint(
+            superseded = checkpoints.record_checkpoint(
                 session,
                 self._job_id,
                 self._attempt,
@@ -131,9 +142,23 @@ class DatabaseReporter:
                 metrics=metrics,
                 blob_key=blob_key,
                 kind=kind,
+                size_bytes=size_bytes,
             )
+            quotas.ensure_run_output_fits(
+                session,
+                self._job_id,
+                service_max_stored_bytes=self._service_max_stored_bytes,
+                output=f"the checkpoint at step {step}",
+                size_bytes=size_bytes,
+            )
+            return superseded
 
-        for key in self._write(write):
+        try:
+            superseded = self._write(write)
+        except StorageQuotaExceeded as refusal:
+            self._store.delete(blob_key)
+            raise TrainingFailure(JobErrorCode.storage_quota_exceeded, refusal.message) from None
+        for key in superseded:
             self._store.delete(key)
 
     def _write(self, work: Callable[[Session], T]) -> T:

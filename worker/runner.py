@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from models import artifacts, files, jobs, queue
+from models import artifacts, checkpoints, files, jobs, queue, quotas
 from models.artifacts import ArtifactKind, checkpoints_prefix, run_outputs_prefix
 from models.db import (
     MAX_RETRY_DELAY_SECONDS,
@@ -38,6 +38,7 @@ from models.db import (
 )
 from models.errors import JobErrorCode
 from models.jobs import JobFailure, LeaseState
+from models.quotas import StorageQuotaExceeded
 from models.settings import Settings
 from models.storage import ArtifactStore
 from worker.allocator import with_training_allocator
@@ -60,6 +61,7 @@ class RunnerSettings:
     checkpoint_interval_seconds: float
     cache_dir: Path
     model_pool_size: int
+    tenant_max_stored_bytes: int  # the storage quota of a tenant without its own
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RunnerSettings:
@@ -73,6 +75,7 @@ class RunnerSettings:
             checkpoint_interval_seconds=settings.checkpoint_interval_seconds,
             cache_dir=settings.worker_cache.resolve(),
             model_pool_size=settings.model_pool_size,
+            tenant_max_stored_bytes=settings.tenant_max_stored_bytes,
         )
 
 
@@ -218,6 +221,7 @@ def _start_training_process(command: list[str], settings: RunnerSettings) -> sub
         "GRAFT_CHECKPOINT_INTERVAL_SECONDS": str(settings.checkpoint_interval_seconds),
         "GRAFT_CACHE_DIR": str(settings.cache_dir),
         "GRAFT_MODEL_POOL_SIZE": str(settings.model_pool_size),
+        "GRAFT_TENANT_MAX_STORED_BYTES": str(settings.tenant_max_stored_bytes),
         PARENT_PID_VARIABLE: str(os.getpid()),
     }
     # A session of its own: a Ctrl-C meant for the worker's terminal must not kill training
@@ -315,8 +319,13 @@ def record_run_end(job_id: str, attempt: int, result: ChildResult, settings: Run
             store.delete(checkpoints_prefix(job_id))
         return
     if payload.get("status") == "succeeded":
-        # Finished before a pause or shutdown took effect: the result stands.
-        if publish_run(job_id, attempt, payload, settings):
+        # Finished before a pause or shutdown took effect: the result stands, if it fits the storage quota.
+        try:
+            published = publish_run(job_id, attempt, payload, settings)
+        except StorageQuotaExceeded as refusal:
+            fail_run(job_id, attempt, JobFailure(JobErrorCode.storage_quota_exceeded, refusal.message), settings)
+            return
+        if published:
             store.delete(checkpoints_prefix(job_id))  # resume state; the published model replaces it
         else:
             store.delete(run_outputs_prefix(job_id, attempt))  # cancelled at the last moment
@@ -345,7 +354,17 @@ def record_run_end(job_id: str, attempt: int, result: ChildResult, settings: Run
         if payload.get("status") == "failed"
         else JobFailure(JobErrorCode.worker_crashed, describe_exit(result.exit_code))
     )
-    run_transaction(settings.database_url, lambda session: jobs.fail_job(session, job_id, attempt, failure))
+    fail_run(job_id, attempt, failure, settings)
+
+
+def fail_run(job_id: str, attempt: int, failure: JobFailure, settings: RunnerSettings) -> None:
+    """Fail the job, and delete what the run stored: its unpublished outputs and, once the job has
+    failed, its checkpoints (a failed job never resumes; their rows go too, which the sweep would do)."""
+    store = ArtifactStore(settings.artifact_root)
+    store.delete(run_outputs_prefix(job_id, attempt))
+    if run_transaction(settings.database_url, lambda session: jobs.fail_job(session, job_id, attempt, failure)):
+        store.delete(checkpoints_prefix(job_id))
+        run_transaction(settings.database_url, lambda session: checkpoints.forget_checkpoints(session, job_id))
 
 
 def send_again(job_id: str, settings: RunnerSettings) -> None:
@@ -358,7 +377,11 @@ def send_again(job_id: str, settings: RunnerSettings) -> None:
 
 
 def publish_run(job_id: str, attempt: int, payload: dict[str, Any], settings: RunnerSettings) -> bool:
-    """In one transaction: the result file, `running → succeeded` and the weights. False if the run lost."""
+    """In one transaction: the result file, `running → succeeded` and the weights. False if the run lost.
+
+    Raises StorageQuotaExceeded, having committed nothing, when the tenant would then store more
+    than its max_stored_bytes (the job's checkpoints no longer count once it succeeded).
+    """
     manifest, results = payload["manifest"], payload["results"]
 
     def publish(session: Session) -> bool:
@@ -386,6 +409,13 @@ def publish_run(job_id: str, attempt: int, payload: dict[str, Any], settings: Ru
             blob_key=manifest["blob_key"],
             size_bytes=int(manifest["size_bytes"]),
             sha256=manifest["sha256"],
+        )
+        quotas.ensure_run_output_fits(
+            session,
+            job_id,
+            service_max_stored_bytes=settings.tenant_max_stored_bytes,
+            output="the fine-tuned weights",
+            size_bytes=int(manifest["size_bytes"]),
         )
         return True
 

@@ -60,11 +60,12 @@ def save_checkpoint(
     batches_into_epoch: int,
     metrics: dict[str, float],
     trained_tokens: int,
-) -> None:
+) -> int:
     """Write only trainable weights (frozen ones equal the base model's), optimiser, scheduler and RNG.
 
     The folder is written under a temporary name and renamed into place with a COMPLETE marker
-    inside, so a reader never mistakes a half-written checkpoint for a usable one.
+    inside, so a reader never mistakes a half-written checkpoint for a usable one. Returns the
+    bytes it published (the sum of its files), which count toward the tenant's storage quota.
     """
     folder = store.new_temporary_path()
     folder.mkdir(parents=True)
@@ -83,7 +84,9 @@ def save_checkpoint(
     )
     (folder / TRAINER_STATE).write_text(json.dumps(asdict(state)), encoding="utf-8")
     (folder / COMPLETE_MARKER).write_text("", encoding="utf-8")
+    size_bytes = sum(path.stat().st_size for path in folder.iterdir())
     store.publish(folder, key)
+    return size_bytes
 
 
 def load_trainable_weights(folder: Path) -> dict[str, torch.Tensor]:

@@ -481,7 +481,7 @@ class FineTuningRecipe:
         """Publish a checkpoint; `epoch` counts finished epochs, `batches_into_epoch` the next one's done batches."""
         key = checkpoint_key(self.config.job_id, step, self.config.attempt)
         try:
-            save_checkpoint(
+            size_bytes = save_checkpoint(
                 self.store,
                 key,
                 network=self.network,
@@ -498,7 +498,9 @@ class FineTuningRecipe:
                 JobErrorCode.artifact_write_failed, f"could not write the checkpoint at step {step}: {error}"
             ) from error
         self.last_checkpoint_step = step
-        self.reporter.checkpoint_saved(step=step, epoch=epoch, metrics=metrics, blob_key=key, kind=kind.value)
+        self.reporter.checkpoint_saved(
+            step=step, epoch=epoch, metrics=metrics, blob_key=key, kind=kind.value, size_bytes=size_bytes
+        )
 
     def export(self, key: str) -> ExportManifest:
         """Publish the fine-tuned model; frozen parameters are exported too, so the folder is complete."""

@@ -56,8 +56,12 @@ class TrainingReporter(Protocol):
     def epoch_finished(self, *, epoch: int, step: int, metrics: dict[str, float]) -> None: ...
 
     def checkpoint_saved(
-        self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str
-    ) -> None: ...
+        self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str, size_bytes: int
+    ) -> None:
+        """A checkpoint of `size_bytes` was published at `blob_key`.
+
+        May raise TrainingFailure (storage_quota_exceeded) after deleting it, when it does not fit.
+        """
 
     def message(self, text: str, data: dict[str, Any] | None = None) -> None: ...
 
@@ -85,9 +89,13 @@ class FanOutReporter:
         for reporter in self._reporters:
             reporter.epoch_finished(epoch=epoch, step=step, metrics=metrics)
 
-    def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str) -> None:
+    def checkpoint_saved(
+        self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str, size_bytes: int
+    ) -> None:
         for reporter in self._reporters:
-            reporter.checkpoint_saved(step=step, epoch=epoch, metrics=metrics, blob_key=blob_key, kind=kind)
+            reporter.checkpoint_saved(
+                step=step, epoch=epoch, metrics=metrics, blob_key=blob_key, kind=kind, size_bytes=size_bytes
+            )
 
     def message(self, text: str, data: dict[str, Any] | None = None) -> None:
         for reporter in self._reporters:

@@ -35,8 +35,12 @@ class RecordingReporter:
     def epoch_finished(self, *, epoch: int, step: int, metrics: dict[str, float]) -> None:
         self.epochs.append({"epoch": epoch, "step": step, **metrics})
 
-    def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str) -> None:
-        self.checkpoints.append({"step": step, "epoch": epoch, "blob_key": blob_key, "kind": kind})
+    def checkpoint_saved(
+        self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str, size_bytes: int
+    ) -> None:
+        self.checkpoints.append(
+            {"step": step, "epoch": epoch, "blob_key": blob_key, "kind": kind, "size_bytes": size_bytes}
+        )
 
     def message(self, text: str, data: dict[str, Any] | None = None) -> None: ...
 

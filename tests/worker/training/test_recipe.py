@@ -67,6 +67,13 @@ def test_a_complete_checkpoint_is_written_at_each_epoch_end(make_config: Any, tm
     assert not list((tmp_path / ".tmp").iterdir())
 
 
+def test_each_checkpoint_reports_the_bytes_it_published(make_config: Any, tmp_path: Path) -> None:
+    _, reporter = run_recipe(make_config(StrategyType.feature_extraction, epochs=2), tmp_path)
+    for checkpoint in reporter.checkpoints:
+        folder = ArtifactStore(tmp_path).path(checkpoint["blob_key"])
+        assert checkpoint["size_bytes"] == sum(path.stat().st_size for path in folder.iterdir()) > 0
+
+
 def test_exported_archive_loads_with_plain_transformers(make_config: Any, tmp_path: Path) -> None:
     recipe, _ = run_recipe(make_config(epochs=6, learning_rate=3e-3), tmp_path / "store")
     manifest = recipe.export("jobs/x/weights.tar")
@@ -105,8 +112,12 @@ class _Killed(Exception):
 
 
 class _DiesAfterFirstCheckpoint(RecordingReporter):
-    def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str) -> None:
-        super().checkpoint_saved(step=step, epoch=epoch, metrics=metrics, blob_key=blob_key, kind=kind)
+    def checkpoint_saved(
+        self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str, size_bytes: int
+    ) -> None:
+        super().checkpoint_saved(
+            step=step, epoch=epoch, metrics=metrics, blob_key=blob_key, kind=kind, size_bytes=size_bytes
+        )
         raise _Killed
 
 
@@ -158,8 +169,12 @@ class _DiesAfterCheckpointAtStep(RecordingReporter):
         super().__init__()
         self.dies_at = step
 
-    def checkpoint_saved(self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str) -> None:
-        super().checkpoint_saved(step=step, epoch=epoch, metrics=metrics, blob_key=blob_key, kind=kind)
+    def checkpoint_saved(
+        self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str, size_bytes: int
+    ) -> None:
+        super().checkpoint_saved(
+            step=step, epoch=epoch, metrics=metrics, blob_key=blob_key, kind=kind, size_bytes=size_bytes
+        )
         if step == self.dies_at:
             raise _Killed
 
