@@ -83,7 +83,8 @@ def resolve_strategy(spec: StrategySpec, num_layers: int) -> ResolvedStrategy:
         trainable_layers = default_trainable_layers(num_layers) if requested in (None, "auto") else int(requested)
         if trainable_layers > num_layers:
             raise InvalidRequest(
-                f"strategy.trainable_layers is {trainable_layers}, but the model has only {num_layers} layers",
+                f"strategy.trainable_layers is {trainable_layers}, but the model has only {num_layers} layers; "
+                f"use at most {num_layers}, or 'auto'",
                 param="strategy.trainable_layers",
             )
     if spec.type is StrategyType.layerwise_lr:
@@ -102,7 +103,8 @@ def resolve_hyperparameters(
     max_length = min(DEFAULT_MAX_LENGTH, model_max_length) if spec.max_length == "auto" else int(spec.max_length)
     if max_length > model_max_length:
         raise InvalidRequest(
-            f"hyperparameters.max_length is {max_length}, but the model takes at most {model_max_length} tokens",
+            f"hyperparameters.max_length is {max_length}, but the model takes at most {model_max_length} tokens; "
+            f"use at most {model_max_length}, or 'auto'",
             param="hyperparameters.max_length",
         )
     return ResolvedHyperparameters(

@@ -5,13 +5,27 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    StrictFloat,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from models.states import JobStatus
 from models.tables import BaseModel as BaseModelRow
 from models.tables import Checkpoint, File, Job, JobEvent
+from models.unicode_text import unstorable_text_fault
 
 Auto = Literal["auto"]
 T = TypeVar("T")
@@ -42,82 +56,126 @@ class FileStatus(StrEnum):
     error = "error"
 
 
+def _refuse_unstorable_text(value: str) -> str:
+    fault = unstorable_text_fault(value)
+    if fault is not None:
+        raise ValueError(fault)
+    return value
+
+
+# Every str of a request model is UserText (tests/models/test_schemas.py walks them all): text no
+# database or response could carry is refused as a 400 naming its field, never met after a commit.
+UserText = Annotated[str, AfterValidator(_refuse_unstorable_text)]
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class StrategySpec(StrictModel):
-    """How much of the pretrained body learns again. Omitted knobs get the strategy's defaults."""
+    """How much of the pretrained body learns again. Omitted knobs get the strategy's defaults.
+
+    A bare type name is shorthand for the object of that type alone: `"partial"` reads as
+    `{"type": "partial"}`.
+    """
 
     type: StrategyType = StrategyType.full
-    trainable_layers: int | Auto | None = Field(
+    trainable_layers: StrictInt | Auto | None = Field(
         default=None, description="partial only: how many of the top transformer layers train."
     )
-    layer_decay: float | Auto | None = Field(
+    layer_decay: StrictFloat | Auto | None = Field(
         default=None, description="layerwise_lr only: learning-rate factor per layer toward the input."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _type_name_is_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"type": value}
+        if not isinstance(value, (dict, StrategySpec)):
+            raise ValueError('must be a strategy type such as "partial", or an object such as {"type": "partial"}')
+        return value
 
     @field_validator("trainable_layers")
     @classmethod
     def _layers_belong_to_partial(cls, value: int | str | None, info: ValidationInfo) -> int | str | None:
         if value is not None and info.data.get("type") is not StrategyType.partial:
-            raise ValueError("trainable_layers applies only to the 'partial' strategy")
+            raise ValueError("applies only to strategy type 'partial'; remove it, or set strategy.type to 'partial'")
         if isinstance(value, int) and value < 1:
-            raise ValueError("trainable_layers must be at least 1 (use 'feature_extraction' to freeze every layer)")
+            raise ValueError("must be at least 1 (to freeze every layer, use strategy type 'feature_extraction')")
         return value
 
     @field_validator("layer_decay")
     @classmethod
     def _decay_belongs_to_layerwise(cls, value: float | str | None, info: ValidationInfo) -> float | str | None:
         if value is not None and info.data.get("type") is not StrategyType.layerwise_lr:
-            raise ValueError("layer_decay applies only to the 'layerwise_lr' strategy")
+            raise ValueError(
+                "applies only to strategy type 'layerwise_lr'; remove it, or set strategy.type to 'layerwise_lr'"
+            )
         if isinstance(value, float) and not 0.0 < value <= 1.0:
-            raise ValueError("layer_decay must be in (0, 1]")
+            raise ValueError("must be more than 0 and at most 1")
         return value
 
 
+class _StrategyShorthandSchema:
+    """Documents the bare type name StrategySpec accepts beside the object, so the schema tells the truth."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        shorthand = {
+            "type": "string",
+            "enum": [strategy.value for strategy in StrategyType],
+            "description": 'A strategy type alone, short for {"type": <it>}.',
+        }
+        return {"anyOf": [handler(core_schema), shorthand]}
+
+
 class HyperparametersSpec(StrictModel):
-    n_epochs: int | Auto = Field(default="auto", description="Passes over the training file, 1 to 100.")
-    batch_size: int | Auto = Field(default="auto", description="Examples per optimiser step, 1 to 1024.")
-    learning_rate_multiplier: float | Auto = Field(
+    """Training knobs: JSON numbers, or "auto" for the strategy's default. Booleans and numeric strings are refused."""
+
+    n_epochs: StrictInt | Auto = Field(default="auto", description="Passes over the training file, 1 to 100.")
+    batch_size: StrictInt | Auto = Field(default="auto", description="Examples per optimiser step, 1 to 1024.")
+    learning_rate_multiplier: StrictFloat | Auto = Field(
         default="auto", description="Scales the strategy's measured default learning rate; > 0 and ≤ 100."
     )
-    warmup_ratio: float | Auto = Field(default="auto", description="Fraction of steps spent warming up, 0 to 0.5.")
-    max_length: int | Auto = Field(default="auto", description="Tokens kept per example, 8 to the model's limit.")
+    warmup_ratio: StrictFloat | Auto = Field(
+        default="auto", description="Fraction of steps spent warming up, 0 to 0.5."
+    )
+    max_length: StrictInt | Auto = Field(default="auto", description="Tokens kept per example, 8 to the model's limit.")
 
     @field_validator("n_epochs")
     @classmethod
     def _epochs_in_range(cls, value: int | str) -> int | str:
         if isinstance(value, int) and not 1 <= value <= 100:
-            raise ValueError("n_epochs must be between 1 and 100")
+            raise ValueError("must be between 1 and 100")
         return value
 
     @field_validator("batch_size")
     @classmethod
     def _batch_in_range(cls, value: int | str) -> int | str:
         if isinstance(value, int) and not 1 <= value <= 1024:
-            raise ValueError("batch_size must be between 1 and 1024")
+            raise ValueError("must be between 1 and 1024")
         return value
 
     @field_validator("learning_rate_multiplier")
     @classmethod
     def _multiplier_positive(cls, value: float | str) -> float | str:
         if isinstance(value, float) and not 0.0 < value <= 100.0:
-            raise ValueError("learning_rate_multiplier must be > 0 and at most 100")
+            raise ValueError("must be more than 0 and at most 100")
         return value
 
     @field_validator("warmup_ratio")
     @classmethod
     def _warmup_in_range(cls, value: float | str) -> float | str:
         if isinstance(value, float) and not 0.0 <= value <= 0.5:
-            raise ValueError("warmup_ratio must be between 0 and 0.5")
+            raise ValueError("must be between 0 and 0.5")
         return value
 
     @field_validator("max_length")
     @classmethod
     def _length_floor(cls, value: int | str) -> int | str:
         if isinstance(value, int) and value < 8:
-            raise ValueError("max_length must be at least 8")
+            raise ValueError("must be at least 8")
         return value
 
 
@@ -133,23 +191,23 @@ class MethodSpec(StrictModel):
 
 
 class JobCreate(StrictModel):
-    model: str = Field(default="sentence-transformers/all-MiniLM-L6-v2", min_length=1, max_length=256)
-    training_file: str = Field(min_length=1, max_length=64)
-    validation_file: str | None = Field(default=None, max_length=64)
+    model: UserText = Field(default="sentence-transformers/all-MiniLM-L6-v2", min_length=1, max_length=256)
+    training_file: UserText = Field(min_length=1, max_length=64)
+    validation_file: UserText | None = Field(default=None, max_length=64)
     hyperparameters: HyperparametersSpec | None = None
     method: MethodSpec | None = None
-    suffix: str | None = None
-    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    metadata: dict[str, str] | None = None
-    integrations: list[dict[str, Any]] | None = None
+    suffix: UserText | None = None
+    seed: StrictInt | None = Field(default=None, ge=0, le=2**31 - 1)
+    metadata: dict[UserText, UserText] | None = None
+    integrations: list[dict[UserText, Any]] | None = None
     task: Task = Task.text_classification
-    strategy: StrategySpec = Field(default_factory=StrategySpec)
+    strategy: Annotated[StrategySpec, _StrategyShorthandSchema] = Field(default_factory=StrategySpec)
 
     @field_validator("suffix")
     @classmethod
     def _suffix_is_safe(cls, value: str | None) -> str | None:
         if value is not None and not SUFFIX_PATTERN.fullmatch(value):
-            raise ValueError("suffix must be 1 to 64 characters of letters, digits, '-' and '_'")
+            raise ValueError("must be 1 to 64 characters of letters, digits, '-' and '_'")
         return value
 
     @field_validator("metadata")
@@ -158,19 +216,24 @@ class JobCreate(StrictModel):
         if value is None:
             return None
         if len(value) > MAX_METADATA_KEYS:
-            raise ValueError(f"metadata holds at most {MAX_METADATA_KEYS} keys")
+            raise ValueError(f"holds {len(value)} keys; at most {MAX_METADATA_KEYS} are allowed")
         for key, item in value.items():
             if len(key) > MAX_METADATA_KEY_CHARS:
-                raise ValueError(f"metadata key {key[:20]!r}… is longer than {MAX_METADATA_KEY_CHARS} characters")
+                raise ValueError(
+                    f"key {key[:20]!r}… is {len(key)} characters long; keys hold at most {MAX_METADATA_KEY_CHARS}"
+                )
             if len(item) > MAX_METADATA_VALUE_CHARS:
-                raise ValueError(f"metadata value of {key!r} is longer than {MAX_METADATA_VALUE_CHARS} characters")
+                raise ValueError(
+                    f"the value of {key!r} is {len(item)} characters long; values hold at most "
+                    f"{MAX_METADATA_VALUE_CHARS}"
+                )
         return value
 
     @field_validator("integrations")
     @classmethod
     def _no_integrations(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
         if value:
-            raise ValueError("integrations are not supported by this server")
+            raise ValueError("are not supported by this server; send an empty list or leave the field out")
         return value
 
     @field_validator("method")
@@ -178,7 +241,9 @@ class JobCreate(StrictModel):
     def _one_place_for_hyperparameters(cls, value: MethodSpec | None, info: ValidationInfo) -> MethodSpec | None:
         nested = value.supervised.hyperparameters if value and value.supervised else None
         if nested is not None and info.data.get("hyperparameters") is not None:
-            raise ValueError("give hyperparameters either at the top level or in method.supervised, not both")
+            raise ValueError(
+                "hyperparameters are given both at the top level and in method.supervised; give them in one place"
+            )
         return value
 
     def requested_hyperparameters(self) -> HyperparametersSpec:
