@@ -17,12 +17,25 @@ import msgspec
 from pydantic_core import from_json
 
 from models.errors import InvalidFile
+from models.unicode_text import unpaired_surrogate
 
 MAX_RECORD_BYTES = 1024 * 1024  # one JSONL line or CSV row; a longer one is almost surely not text
-MAX_DISTINCT_LABELS = 1000
 TEXT_FIELD, PAIR_FIELD, LABEL_FIELD = "text", "text_pair", "label"
+JSONL_EXAMPLE = '{"text": "a fine film", "label": "positive"}'
+ONE_OBJECT_PER_LINE = f"a JSONL file holds one JSON object per line, such as {JSONL_EXAMPLE}"
 
 Label = str | int
+
+
+@dataclass(frozen=True)
+class DataLimits:
+    """Bounds on a file's labels (Settings.max_label_chars, max_labels): every job read carries them all.
+
+    An integer label is bounded by its digits, as its name is those digits.
+    """
+
+    max_label_chars: int
+    max_labels: int
 
 
 class DataFormat(StrEnum):
@@ -70,16 +83,18 @@ def detect_format(filename: str, first_bytes: bytes) -> DataFormat:
     return DataFormat.jsonl if first_bytes.lstrip()[:1] == b"{" else DataFormat.csv
 
 
-def summarize_file(path: Path, data_format: DataFormat) -> FileSummary:
+def summarize_file(path: Path, data_format: DataFormat, limits: DataLimits | None = None) -> FileSummary:
     """Validate every record of a file in one streaming pass; raises InvalidFile naming the line.
 
-    JSONL is validated a megabyte of lines at a time by msgspec, and record by record (iter_records)
-    from the first batch that fails or that it cannot vouch for: the error then names the line and
-    reads as it always has. Memory stays bounded by one batch.
+    `limits` bound the labels; None leaves them unbounded, for files from a trusted source (the
+    benchmarks' datasets), never for an upload. JSONL is validated a megabyte of lines at a time
+    by msgspec, and record by record (iter_records) from the first batch that fails or that it
+    cannot vouch for: the error then names the line and reads as it always has. Memory stays
+    bounded by one batch.
     """
-    summary = _SummaryBuilder()
+    summary = _SummaryBuilder(limits)
     if data_format is not DataFormat.jsonl:
-        for record in iter_records(path, data_format):
+        for record in iter_records(path, data_format, limits):
             summary.add_record(record)
         return summary.finish(data_format)
     with path.open("rb") as handle:
@@ -87,16 +102,17 @@ def summarize_file(path: Path, data_format: DataFormat) -> FileSummary:
         if resume_at is not None:
             offset, line_number = resume_at
             handle.seek(offset)
-            for record in _iter_jsonl(_PhysicalLines(handle, lines_before=line_number)):
+            for record in _iter_jsonl(_PhysicalLines(handle, lines_before=line_number), limits):
                 summary.add_record(record)
     return summary.finish(data_format)
 
 
 class _SummaryBuilder:
     """The rules across records (text_pair everywhere or nowhere, one label kind, at most
-    MAX_DISTINCT_LABELS labels) and the counts, fed record by record or by validated batches."""
+    `limits.max_labels` labels) and the counts, fed record by record or by validated batches."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: DataLimits | None) -> None:
+        self.limits = limits
         self.counts: Counter[str] = Counter()
         self.kinds: set[str] = set()
         self.pair_seen: bool | None = None
@@ -120,9 +136,12 @@ class _SummaryBuilder:
                 param="file",
             )
         self.counts[str(record.label)] += 1
-        if len(self.counts) > MAX_DISTINCT_LABELS:
+        if self.limits is not None and len(self.counts) > self.limits.max_labels:
             raise InvalidFile(
-                f"line {record.line_number}: more than {MAX_DISTINCT_LABELS} distinct labels", param="file"
+                f"line {record.line_number}: the file has more than {self.limits.max_labels} distinct labels, the "
+                "most this server accepts; a label names one of a few classes, so check that 'label' holds the "
+                "class and not the text",
+                param="file",
             )
         self.record_count += 1
 
@@ -135,8 +154,11 @@ class _SummaryBuilder:
         if (self.pair_seen is not None and has_pair != self.pair_seen) or len(kinds) > 1:
             return False
         batch_counts = Counter(labels)
-        if len(self.counts.keys() | {str(label) for label in batch_counts}) > MAX_DISTINCT_LABELS:
-            return False
+        if self.limits is not None:
+            if any(_label_size_fault(label, self.limits.max_label_chars) for label in batch_counts):
+                return False
+            if len(self.counts.keys() | {str(label) for label in batch_counts}) > self.limits.max_labels:
+                return False
         self.pair_seen, self.kinds = has_pair, kinds
         self.counts.update({str(label): count for label, count in batch_counts.items()})
         self.record_count += len(labels)
@@ -144,7 +166,8 @@ class _SummaryBuilder:
 
     def finish(self, data_format: DataFormat) -> FileSummary:
         if self.record_count == 0:
-            raise InvalidFile("file holds no records", param="file")
+            layout = ONE_OBJECT_PER_LINE if data_format is DataFormat.jsonl else "a CSV file holds one record per row"
+            raise InvalidFile(f"file holds no records; {layout}", param="file")
         return FileSummary(
             data_format=data_format,
             record_count=self.record_count,
@@ -177,7 +200,7 @@ def _summarize_jsonl_batches(handle: BinaryIO, summary: _SummaryBuilder) -> tupl
     and there are exactly as many records as lines. A raw newline cannot sit inside a JSON string,
     and no JSON value may follow a '}' but a new top-level one; so every line break ends a value,
     each line holds at least one, and equal counts mean exactly one each. Anything else (a blank
-    line, a stray '\r', what msgspec skips unchecked: _parses_like_python; an error) goes to the
+    line, a stray '\r', invalid UTF-8 in what msgspec skips unchecked; an error) goes to the
     per-line path, which names the line and the fault.
     """
     offset = line_number = 0
@@ -196,24 +219,16 @@ def _summarize_jsonl_batches(handle: BinaryIO, summary: _SummaryBuilder) -> tupl
     return None
 
 
-_DIGITS_AS_ZEROS = bytes.maketrans(b"0123456789", b"0000000000")
-
-
-def _parses_like_python(body: bytes) -> bool:
-    """False if `body` holds what msgspec lets pass in the fields it skips but the per-line path refuses.
-
-    msgspec checks UTF-8 only in the strings it decodes, and converts no number it skips, where
-    the per-line path decodes every line (refusing invalid UTF-8) and converts every integer
-    (refusing one longer than Python's int_max_str_digits). Such a batch goes to the per-line
-    path, which names the line; so does one with a long run of digits inside a string (rare).
-    """
-    if not body.isascii():
-        try:
-            body.decode("utf-8")
-        except UnicodeDecodeError:
-            return False
-    max_digits = sys.get_int_max_str_digits()
-    return max_digits == 0 or b"0" * (max_digits + 1) not in body.translate(_DIGITS_AS_ZEROS)
+def _is_utf8(body: bytes) -> bool:
+    """msgspec checks UTF-8 only in the strings it decodes, where the per-line path decodes every
+    line whole; a batch with invalid UTF-8 in a skipped field goes to the per-line path, which names it."""
+    if body.isascii():
+        return True
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _count_object_lines(body: bytes) -> int | None:
@@ -231,7 +246,7 @@ def _count_object_lines(body: bytes) -> int | None:
 
 def _add_valid_batch(body: bytes, lines: int, summary: _SummaryBuilder) -> bool:
     """Count `body`'s records into `summary` if all are valid and obey the rules across records; False if not."""
-    if not _parses_like_python(body):
+    if not _is_utf8(body):
         return False
     try:
         records = _BATCH_DECODER.decode_lines(body)
@@ -249,14 +264,33 @@ def _add_valid_batch(body: bytes, lines: int, summary: _SummaryBuilder) -> bool:
         return False
     if pair_count and not all(pair.strip() for pair in pairs if pair is not None):
         return False
+    # msgspec itself refuses an unpaired surrogate escape ("\ud800"), in any field; this keeps the
+    # batch path sound without relying on that, at the cost of a scan of the (rare) batches that
+    # escape any surrogate, such as an emoji written by json.dumps.
+    if (b"\\ud" in body or b"\\uD" in body) and not _kept_strings_encode(records):
+        return False
     return summary.add_batch(labels, pair_count)
 
 
-def iter_records(path: Path, data_format: DataFormat) -> Iterator[ClassificationRecord]:
-    """Every record of the file, in order; the worker trains on exactly what validation accepted."""
+def _kept_strings_encode(records: list[_BatchRecord]) -> bool:
+    """Whether every string a record keeps encodes as UTF-8 (holds no unpaired surrogate)."""
+    for record in records:
+        kept = (record.text, record.text_pair, record.label)
+        if any(type(value) is str and unpaired_surrogate(value) for value in kept):
+            return False
+    return True
+
+
+def iter_records(
+    path: Path, data_format: DataFormat, limits: DataLimits | None = None
+) -> Iterator[ClassificationRecord]:
+    """Every record of the file, in order; the worker trains on exactly what validation accepted.
+
+    Raises InvalidFile naming the line; `limits` bound each label (None: a file validated already).
+    """
     with path.open("rb") as handle:
         lines = _PhysicalLines(handle)
-        yield from _iter_jsonl(lines) if data_format is DataFormat.jsonl else _iter_csv(lines)
+        yield from _iter_jsonl(lines, limits) if data_format is DataFormat.jsonl else _iter_csv(lines, limits)
 
 
 class _PhysicalLines:
@@ -272,52 +306,106 @@ class _PhysicalLines:
             self.line_number += 1
             self.bytes_since_mark += len(raw)
             if len(raw.rstrip(b"\r\n")) > MAX_RECORD_BYTES:
-                raise InvalidFile(f"line {self.line_number}: longer than {MAX_RECORD_BYTES} bytes", param="file")
+                raise InvalidFile(
+                    f"line {self.line_number}: longer than {MAX_RECORD_BYTES} bytes, the most one record may hold",
+                    param="file",
+                )
             try:
                 yield raw.decode("utf-8-sig" if self.line_number == 1 else "utf-8")
             except UnicodeDecodeError:
-                raise InvalidFile(f"line {self.line_number}: not valid UTF-8", param="file") from None
-
-    def at_end(self) -> bool:
-        return self._handle.peek(1) == b"" if hasattr(self._handle, "peek") else False
+                raise InvalidFile(
+                    f"line {self.line_number}: not valid UTF-8; save the file with UTF-8 encoding", param="file"
+                ) from None
 
     def mark(self) -> None:
         self.bytes_since_mark = 0
 
 
-def _iter_jsonl(lines: _PhysicalLines) -> Iterator[ClassificationRecord]:
+def _iter_jsonl(lines: _PhysicalLines, limits: DataLimits | None) -> Iterator[ClassificationRecord]:
+    """The records of JSONL lines. Blank lines (whitespace alone) at the end of the file are ignored,
+    however many; one followed by a record is an error naming the first of them."""
+    first_blank_line: int | None = None
     for line in lines:
         line_number = lines.line_number
         text = line.strip()
         if not text:
-            if lines.at_end():
-                return  # a trailing blank line at the very end is harmless
-            raise InvalidFile(f"line {line_number}: blank line; each line must hold one JSON object", param="file")
+            first_blank_line = first_blank_line or line_number
+            continue
+        if first_blank_line is not None:
+            raise InvalidFile(
+                f"line {first_blank_line}: blank line; {ONE_OBJECT_PER_LINE}, with no blank lines between records",
+                param="file",
+            )
+        if line_number == 1 and text.startswith("["):
+            raise InvalidFile(
+                f"line 1: this looks like a JSON array; {ONE_OBJECT_PER_LINE}. Write each record on a line of its "
+                "own, without the enclosing [ ] and commas",
+                param="file",
+            )
         try:
             # pydantic's Rust parser reads a short record about 4× faster than json.loads. It accepts
-            # nothing that json.loads refuses; what it refuses (a lone surrogate escape, say) goes to
-            # json.loads, which either accepts it too or names the fault.
+            # nothing that json.loads refuses; what it refuses (a lone surrogate escape, an integer of
+            # thousands of digits) goes to json.loads, which either accepts it too or names the fault.
             value = from_json(text, cache_strings=True)
         except ValueError:
             value = _parse_json_line(text, line_number)
         if not isinstance(value, dict):
-            raise InvalidFile(f"line {line_number}: expected a JSON object, got {type(value).__name__}", param="file")
-        yield _record_from_mapping(value, line_number)
+            raise InvalidFile(
+                f"line {line_number}: holds {_json_kind(value)}, not a JSON object; {ONE_OBJECT_PER_LINE}",
+                param="file",
+            )
+        yield _record_from_mapping(value, line_number, limits)
+
+
+class _LongInteger(NamedTuple):
+    """An integer too long for int() (Python's int_max_str_digits): its length, for the message."""
+
+    digits: int
+
+
+def _parse_integer(literal: str) -> int | _LongInteger:
+    """json.loads's integers; one past Python's conversion limit is kept as its length, not an error,
+    so a field that is not kept may hold it and a label holding it is named with its length."""
+    digits = len(literal.lstrip("-"))
+    max_digits = sys.get_int_max_str_digits()
+    return _LongInteger(digits) if max_digits and digits > max_digits else int(literal)
 
 
 def _parse_json_line(text: str, line_number: int) -> Any:
     """json.loads, with every way it can fail turned into InvalidFile naming the line."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=_parse_integer)
     except json.JSONDecodeError as error:
-        raise InvalidFile(f"line {line_number}: invalid JSON ({error.msg})", param="file") from None
+        raise InvalidFile(
+            f"line {line_number}: invalid JSON ({error.msg} at column {error.colno}); {ONE_OBJECT_PER_LINE}, "
+            "complete on its line",
+            param="file",
+        ) from None
     except RecursionError:
-        raise InvalidFile(f"line {line_number}: JSON nested too deeply", param="file") from None
-    except ValueError as error:  # e.g. an integer beyond Python's 4300-digit conversion limit
-        raise InvalidFile(f"line {line_number}: invalid JSON ({error})", param="file") from None
+        raise InvalidFile(
+            f"line {line_number}: JSON nested too deeply; a record is a flat object such as {JSONL_EXAMPLE}",
+            param="file",
+        ) from None
 
 
-def _iter_csv(lines: _PhysicalLines) -> Iterator[ClassificationRecord]:
+def _json_kind(value: Any) -> str:
+    """What a decoded JSON value is, in words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, _LongInteger)):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number with a fraction"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def _iter_csv(lines: _PhysicalLines, limits: DataLimits | None) -> Iterator[ClassificationRecord]:
+    """The records of a CSV file under its header line. Blank rows at the end are ignored, however
+    many; one followed by a record is an error naming the first of them."""
     csv.field_size_limit(MAX_RECORD_BYTES)
     reader = csv.reader(iter(lines))
     try:
@@ -325,11 +413,9 @@ def _iter_csv(lines: _PhysicalLines) -> Iterator[ClassificationRecord]:
     except StopIteration:
         return
     except csv.Error as error:
-        raise InvalidFile(f"line 1: unreadable CSV header ({error})", param="file") from None
-    columns = [name.strip() for name in header]
-    for required in (TEXT_FIELD, LABEL_FIELD):
-        if required not in columns:
-            raise InvalidFile(f"line 1: CSV header must name a '{required}' column; it has {columns}", param="file")
+        raise InvalidFile(f"line 1: unreadable CSV header: {_csv_fault(error)}", param="file") from None
+    columns = _csv_columns(header)
+    first_blank_line: int | None = None
     while True:
         line_number = lines.line_number + 1  # a quoted field may span lines: the record starts here
         lines.mark()
@@ -338,23 +424,68 @@ def _iter_csv(lines: _PhysicalLines) -> Iterator[ClassificationRecord]:
         except StopIteration:
             return
         except csv.Error as error:
-            raise InvalidFile(f"line {line_number}: malformed CSV ({error})", param="file") from None
+            raise InvalidFile(f"line {line_number}: {_csv_fault(error)}", param="file") from None
         if lines.bytes_since_mark > MAX_RECORD_BYTES:
-            raise InvalidFile(f"line {line_number}: record longer than {MAX_RECORD_BYTES} bytes", param="file")
-        if not row:
-            continue  # csv yields [] for a line ending at end of file
+            raise InvalidFile(
+                f"line {line_number}: record longer than {MAX_RECORD_BYTES} bytes, the most one record may hold",
+                param="file",
+            )
+        if not row or (len(row) == 1 and not row[0].strip()):
+            first_blank_line = first_blank_line or line_number
+            continue
+        if first_blank_line is not None:
+            raise InvalidFile(
+                f"line {first_blank_line}: blank line; a CSV file holds one record per row, with no blank rows "
+                "between records",
+                param="file",
+            )
         if len(row) != len(columns):
-            raise InvalidFile(f"line {line_number}: {len(row)} fields, but the header has {len(columns)}", param="file")
+            raise InvalidFile(
+                f"line {line_number}: {len(row)} fields, but the header has {len(columns)}; put a field that "
+                'holds a comma in double quotes ("like, this")',
+                param="file",
+            )
         values: dict[str, Any] = dict(zip(columns, row, strict=True))
         if values.get(PAIR_FIELD) == "":
             values.pop(PAIR_FIELD)
-        yield _record_from_mapping(values, line_number)
+        yield _record_from_mapping(values, line_number, limits)
 
 
-def _record_from_mapping(value: dict[str, Any], line_number: int) -> ClassificationRecord:
-    text = value.get(TEXT_FIELD)
+def _csv_columns(header: list[str]) -> list[str]:
+    """The header's column names; raises InvalidFile, naming line 1, for a missing or repeated one."""
+    columns = [name.strip() for name in header]
+    repeated = [name for name, count in Counter(columns).items() if count > 1]
+    if repeated:
+        raise InvalidFile(
+            f"line 1: the CSV header names the column {repeated[0]!r} more than once; give each column one name "
+            "of its own",
+            param="file",
+        )
+    for required in (TEXT_FIELD, LABEL_FIELD):
+        if required not in columns:
+            named = ", ".join(repr(name) for name in columns) or "nothing"
+            raise InvalidFile(
+                f"line 1: the CSV header must name a '{required}' column; it names {named}. A CSV file's first line "
+                f"names its columns: '{TEXT_FIELD}', '{LABEL_FIELD}' and, for sentence pairs, '{PAIR_FIELD}'",
+                param="file",
+            )
+    return columns
+
+
+def _csv_fault(error: csv.Error) -> str:
+    """The csv module's complaint, in words that say what to change."""
+    complaint = str(error)
+    if complaint.startswith("field larger than field limit"):
+        return f"a field is longer than {MAX_RECORD_BYTES} bytes, the most one record may hold"
+    if complaint.startswith("new-line character seen in unquoted field"):
+        return "a carriage return (\\r) inside a field; put the field in double quotes, or remove the \\r"
+    return f"malformed CSV ({complaint})"
+
+
+def _record_from_mapping(value: dict[str, Any], line_number: int, limits: DataLimits | None) -> ClassificationRecord:
     if TEXT_FIELD not in value:
         raise InvalidFile(f"line {line_number}: missing '{TEXT_FIELD}'", param="file")
+    text = value[TEXT_FIELD]
     if not isinstance(text, str) or not text.strip():
         raise InvalidFile(f"line {line_number}: '{TEXT_FIELD}' must be a non-empty string", param="file")
     text_pair = value.get(PAIR_FIELD)
@@ -363,11 +494,47 @@ def _record_from_mapping(value: dict[str, Any], line_number: int) -> Classificat
     if LABEL_FIELD not in value:
         raise InvalidFile(f"line {line_number}: missing '{LABEL_FIELD}'", param="file")
     label = value[LABEL_FIELD]
+    if isinstance(label, _LongInteger):
+        max_digits = limits.max_label_chars if limits is not None else sys.get_int_max_str_digits()
+        raise InvalidFile(
+            f"line {line_number}: '{LABEL_FIELD}' is an integer of {label.digits} digits; labels must be strings "
+            f"or integers of at most {max_digits} digits",
+            param="file",
+        )
     if isinstance(label, bool) or not isinstance(label, (str, int)):
         raise InvalidFile(
-            f"line {line_number}: '{LABEL_FIELD}' must be a string or an integer, got {type(label).__name__}",
+            f"line {line_number}: '{LABEL_FIELD}' must be a string or an integer, not {_json_kind(label)}",
             param="file",
         )
     if isinstance(label, str) and not label.strip():
         raise InvalidFile(f"line {line_number}: '{LABEL_FIELD}' must not be empty", param="file")
+    for name, kept in ((TEXT_FIELD, text), (PAIR_FIELD, text_pair), (LABEL_FIELD, label)):
+        surrogate = unpaired_surrogate(kept) if type(kept) is str else None
+        if surrogate is not None:
+            raise InvalidFile(
+                f"line {line_number}: '{name}' holds text that is not valid Unicode (an unpaired surrogate "
+                f"{surrogate}); save the file as UTF-8 text, where an escaped surrogate comes only in pairs",
+                param="file",
+            )
+    fault = _label_size_fault(label, limits.max_label_chars) if limits is not None else None
+    if fault is not None:
+        raise InvalidFile(f"line {line_number}: '{LABEL_FIELD}' {fault}", param="file")
     return ClassificationRecord(line_number=line_number, text=text, text_pair=text_pair, label=label)
+
+
+def _label_size_fault(label: Label, max_label_chars: int) -> str | None:
+    """What makes `label` too long, as the end of a sentence starting "'label' "; None when it fits."""
+    if type(label) is str:
+        if len(label) <= max_label_chars:
+            return None
+        return (
+            f"is {len(label)} characters long; labels may be at most {max_label_chars} characters (a label "
+            "names a class; the text to classify goes in 'text')"
+        )
+    bound = 10**max_label_chars
+    if -bound < int(label) < bound:
+        return None
+    return (
+        f"is an integer of {len(str(abs(int(label))))} digits; labels must be strings or integers of at most "
+        f"{max_label_chars} digits"
+    )

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.data_formats import FileSummary, detect_format, summarize_file
+from models.data_formats import DataLimits, FileSummary, detect_format, summarize_file
 from models.errors import InvalidFile, InvalidRequest, InvalidTransition, NotFound
 from models.ids import IdPrefix, is_well_formed, new_id
 from models.quotas import TenantQuotas, ensure_room_for_upload
@@ -16,6 +16,7 @@ from models.schemas import FilePurpose, FileStatus
 from models.states import TERMINAL_STATUSES
 from models.storage import ArtifactStore
 from models.tables import File, Job, utc_now
+from models.unicode_text import strip_format_characters, unpaired_surrogate
 
 MAX_FILENAME_CHARS = 255
 
@@ -23,21 +24,41 @@ MAX_FILENAME_CHARS = 255
 def clean_filename(raw: str | None) -> str:
     """The display name of an upload: its last path component, never used to build a path.
 
-    Raises InvalidRequest for control characters, which no honest client sends.
+    Format characters (Unicode category Cf: the bidirectional controls U+202A–U+202E, U+2066–U+2069,
+    U+200E, U+200F, U+061C, zero-width characters) are removed: they change only how a name
+    displays (`evil`, U+202E, `gnp.exe` shows as `evilexe.png`), so the stored name shows as what it is,
+    and an upload named by a file system that allows them still succeeds. Raises InvalidRequest
+    for control characters, which no honest client sends, and for a name that is not valid Unicode.
     """
     if not raw:
         return "upload"
     if any(unicodedata.category(char) == "Cc" for char in raw):
-        raise InvalidRequest("file: the filename contains control characters", param="file")
-    name = PureWindowsPath(PurePosixPath(raw).name).name.strip()
+        raise InvalidRequest(
+            "file: the filename contains control characters; rename the file without them", param="file"
+        )
+    surrogate = unpaired_surrogate(raw)
+    if surrogate is not None:
+        raise InvalidRequest(
+            f"file: the filename is not valid Unicode (an unpaired surrogate {surrogate}); rename the file",
+            param="file",
+        )
+    name = PureWindowsPath(PurePosixPath(strip_format_characters(raw)).name).name.strip()
     if name in ("", ".", ".."):
         return "upload"
     return name[:MAX_FILENAME_CHARS]
 
 
 def parse_purpose(raw: str | None) -> FilePurpose:
-    if raw != FilePurpose.fine_tune.value:
-        raise InvalidRequest(f"purpose must be '{FilePurpose.fine_tune.value}' (got {raw!r})", param="purpose")
+    """The upload's purpose; only `fine-tune` may be uploaded (`fine-tune-results` files are the server's)."""
+    expected = FilePurpose.fine_tune.value
+    if raw is None:
+        raise InvalidRequest(f"purpose: missing; send purpose={expected} with the file", param="purpose")
+    if raw != expected:
+        shown = repr(raw[:40]) if len(raw) <= 40 else f"{raw[:40]!r}…"
+        raise InvalidRequest(
+            f"purpose: {shown} is not accepted; send purpose={expected} (this server fine-tunes text classifiers)",
+            param="purpose",
+        )
     return FilePurpose.fine_tune
 
 
@@ -52,19 +73,23 @@ def create_file(
     size_bytes: int,
     sha256: str,
     quotas: TenantQuotas,
+    limits: DataLimits,
 ) -> File:
     """Validate a fully received upload, publish its blob and insert its row as `processed`.
 
     `uploaded_path` is a temporary file inside the store; on any error it is removed and nothing is
-    published. Raises InvalidFile naming the offending line, PayloadTooLarge when the file no longer
-    fits the tenant's storage quota. Does not commit.
+    published. `limits` bound the file's labels. Raises InvalidFile naming the offending line,
+    PayloadTooLarge when the file no longer fits the tenant's storage quota. Does not commit.
     """
     try:
         if size_bytes == 0:
-            raise InvalidFile("file is empty", param="file")
+            raise InvalidFile(
+                "file is empty; upload a JSONL file (one JSON object per line) or a CSV file with a header",
+                param="file",
+            )
         with uploaded_path.open("rb") as handle:
             first_bytes = handle.read(64)
-        summary = summarize_file(uploaded_path, detect_format(filename, first_bytes))
+        summary = summarize_file(uploaded_path, detect_format(filename, first_bytes), limits)
         # After validating, which reads no rows: the check opens the transaction (on SQLite the write lock).
         ensure_room_for_upload(session, tenant_id, quotas, size_bytes)
         file_id = new_id(IdPrefix.file)

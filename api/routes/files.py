@@ -13,8 +13,9 @@ from api.ranges import DOWNLOAD_RESPONSES, file_download
 from api.routing import SessionReleasingRoute
 from api.uploads import check_declared_size, receive_upload
 from models import files, quotas
+from models.data_formats import DataLimits
 from models.quotas import UploadCap
-from models.schemas import MAX_LIST_LIMIT, ErrorResponse, FileDeleted, FileRead, ListPage
+from models.schemas import MAX_LIST_LIMIT, ErrorResponse, FileDeleted, FileRead, ListPage, UserText
 
 router = APIRouter(prefix="/v1/files", tags=["files"], route_class=SessionReleasingRoute)
 
@@ -71,6 +72,7 @@ async def upload_file(
     cap: Annotated[UploadCap, Depends(get_upload_cap)],
 ) -> FileRead:
     upload = await receive_upload(request, store, cap)
+    limits = DataLimits(max_label_chars=settings.max_label_chars, max_labels=settings.max_labels)
 
     def _register() -> FileRead:
         try:
@@ -86,11 +88,14 @@ async def upload_file(
                 size_bytes=upload.size_bytes,
                 sha256=upload.sha256,
                 quotas=quotas.quotas_of(session, tenant_id, settings),
+                limits=limits,
             )
         finally:
             upload.temporary_path.unlink(missing_ok=True)
+        # Built before the commit: once the file exists, nothing may fail on the way to the client.
+        created = FileRead.from_row(row)
         session.commit()
-        return FileRead.from_row(row)
+        return created
 
     return await run_in_threadpool(_register)
 
@@ -99,9 +104,9 @@ async def upload_file(
 def list_files(
     tenant_id: TenantDep,
     session: SessionDep,
-    after: str | None = None,
+    after: UserText | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = 20,
-    purpose: str | None = None,
+    purpose: UserText | None = None,
 ) -> ListPage[FileRead]:
     rows, has_more = files.list_files(session, tenant_id, after=after, limit=limit, purpose=purpose)
     data = [FileRead.from_row(row) for row in rows]
@@ -131,6 +136,7 @@ def download_file_content(
 @router.delete("/{file_id}", responses={409: {"model": ErrorResponse, "description": "An unfinished job uses it"}})
 def delete_file(file_id: str, tenant_id: TenantDep, session: SessionDep, store: StoreDep) -> FileDeleted:
     row = files.delete_file(session, tenant_id, file_id)
+    deleted, blob_key = FileDeleted(id=row.id, deleted=True), row.blob_key  # before the commit expires the row
     session.commit()
-    store.delete(row.blob_key)
-    return FileDeleted(id=row.id, deleted=True)
+    store.delete(blob_key)
+    return deleted

@@ -130,7 +130,7 @@ FILE_CONTENT_CASES = [
     ),
     pytest.param("t.jsonl", b"", "file is empty", id="empty-file"),
     pytest.param("t.jsonl", b"   \t  ", "file holds no records", id="whitespace-only-one-line"),
-    pytest.param("t.jsonl", b"  \n\t\n   \n", "line 1:", id="whitespace-only-several-lines"),
+    pytest.param("t.jsonl", b"  \n\t\n   \n", "file holds no records", id="whitespace-only-several-lines"),
     pytest.param(
         "t.jsonl", GOOD + b'{"text": "' + b"x" * (MIB + 100) + b'", "label": "neg"}\n', "line 2:", id="line-over-1mib"
     ),

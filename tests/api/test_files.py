@@ -1,13 +1,23 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
+import pytest
 from fastapi.testclient import TestClient
 
+import api.routes.files
+from api.main import create_app
+from models import files
+from models.errors import InvalidRequest
 from models.settings import Settings
 from tests.conftest import SHARED_DATA, jsonl_bytes, upload_file
 
-GOOD_ROWS = [{"text": "great film", "label": "positive"}, {"text": "awful plot", "label": "negative"}]
+GOOD_ROWS: list[dict[str, object]] = [
+    {"text": "great film", "label": "positive"},
+    {"text": "awful plot", "label": "negative"},
+]
+PURPOSE = {"purpose": "fine-tune"}
 
 
 def test_upload_records_size_sha256_and_label_counts(client: TestClient, auth: dict[str, str]) -> None:
@@ -71,7 +81,7 @@ def test_chunked_upload_over_the_limit_is_413(client: TestClient, auth: dict[str
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'
     ).encode()
 
-    def body() -> object:
+    def body() -> Iterator[bytes]:
         yield head
         for _ in range(settings.max_upload_bytes // (1024 * 1024) + 2):
             yield b"x" * (1024 * 1024)
@@ -153,3 +163,120 @@ def test_a_form_with_too_many_parts_is_refused(client: TestClient, auth: dict[st
     )
     assert response.status_code == 400
     assert "parts" in response.json()["error"]["message"]
+
+
+class _UnrenderableResponse:
+    """Stands in for a response model whose building fails, as one echoing unencodable text once did."""
+
+    def __init__(self, *_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("the response could not be built")
+
+    @classmethod
+    def from_row(cls, *_args: object) -> None:
+        raise RuntimeError("the response could not be built")
+
+
+def test_an_upload_whose_response_cannot_be_built_stores_nothing(
+    client: TestClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api.routes.files, "FileRead", _UnrenderableResponse)
+    response = client.post("/v1/files", headers=auth, files={"file": ("t.jsonl", jsonl_bytes(GOOD_ROWS))}, data=PURPOSE)
+    assert response.status_code == 500
+    monkeypatch.undo()
+    assert client.get("/v1/files", headers=auth).json()["data"] == []
+
+
+def test_a_delete_whose_response_cannot_be_built_deletes_nothing(
+    client: TestClient, auth: dict[str, str], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file_id = upload_file(client, auth, jsonl_bytes(GOOD_ROWS))
+    monkeypatch.setattr(api.routes.files, "FileDeleted", _UnrenderableResponse)
+    assert client.delete(f"/v1/files/{file_id}", headers=auth).status_code == 500
+    assert client.get(f"/v1/files/{file_id}", headers=auth).status_code == 200
+    assert client.get(f"/v1/files/{file_id}/content", headers=auth).content == jsonl_bytes(GOOD_ROWS)
+
+
+def test_missing_purpose_is_a_400_saying_what_to_send(client: TestClient, auth: dict[str, str]) -> None:
+    response = client.post("/v1/files", headers=auth, files={"file": ("t.jsonl", jsonl_bytes(GOOD_ROWS))})
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": "purpose: missing; send purpose=fine-tune with the file",
+        "type": "invalid_request_error",
+        "param": "purpose",
+        "code": "invalid_request_error",
+    }
+
+
+def test_wrong_purpose_is_a_400_naming_the_value_and_the_one_accepted(client: TestClient, auth: dict[str, str]) -> None:
+    response = client.post(
+        "/v1/files", headers=auth, files={"file": ("t.jsonl", jsonl_bytes(GOOD_ROWS))}, data={"purpose": "batch"}
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("invalid_request_error", "purpose")
+    assert error["message"] == (
+        "purpose: 'batch' is not accepted; send purpose=fine-tune (this server fine-tunes text classifiers)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("filename", "stored"),
+    [
+        ("evil\u202egnp.exe", "evilgnp.exe"),  # right-to-left override: would display as "evilexe.png"
+        ("\u2066report\u2069\u200e.jsonl", "report.jsonl"),  # isolates and a left-to-right mark
+        ("data\u061c\u200f\u202a\u202b\u202c\u202d.csv", "data.csv"),
+        ("zero\u200bwidth\ufeff.jsonl", "zerowidth.jsonl"),
+        ("\u202e", "upload"),  # nothing left
+    ],
+)
+def test_format_characters_are_stripped_from_filenames(
+    client: TestClient, auth: dict[str, str], filename: str, stored: str
+) -> None:
+    content = b"text,label\ngood,pos\nbad,neg\n" if stored.endswith(".csv") else jsonl_bytes(GOOD_ROWS)
+    boundary = "graftboundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n\r\n'
+        ).encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    headers = {**auth, "content-type": f"multipart/form-data; boundary={boundary}"}
+    response = client.post("/v1/files", headers=headers, content=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["filename"] == stored
+
+
+def test_a_filename_that_is_not_valid_unicode_is_refused_naming_file() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        files.clean_filename("train\ud800.jsonl")
+    assert caught.value.param == "file"
+    assert caught.value.message == (
+        "file: the filename is not valid Unicode (an unpaired surrogate \\ud800); rename the file"
+    )
+
+
+def test_labels_over_the_configured_bounds_are_refused_at_upload(client: TestClient, auth: dict[str, str]) -> None:
+    """The route passes Settings' max_label_chars and max_labels down (here the defaults, 256 and 1000)."""
+    long_label = jsonl_bytes([{"text": "a", "label": "x" * 257}, {"text": "b", "label": "y"}])
+    response = client.post("/v1/files", headers=auth, files={"file": ("t.jsonl", long_label)}, data=PURPOSE)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("invalid_file", "file")
+    assert error["message"].startswith("line 1: 'label' is 257 characters long; labels may be at most 256 characters")
+
+
+def test_label_bounds_follow_the_settings(settings: Settings, auth: dict[str, str]) -> None:
+    narrow = settings.model_copy(update={"max_label_chars": 4, "max_labels": 2})
+    rows: list[dict[str, object]] = [{"text": "a", "label": "one"}, {"text": "b", "label": "two"}]
+    extras: list[dict[str, object]] = [{"text": "c", "label": "three"}, {"text": "c", "label": "six"}]
+    with TestClient(create_app(narrow)) as narrow_client:
+        messages = [
+            narrow_client.post(
+                "/v1/files", headers=auth, files={"file": ("t.jsonl", jsonl_bytes([*rows, extra]))}, data=PURPOSE
+            ).json()["error"]["message"]
+            for extra in extras  # the first holds too long a label, the second one label too many
+        ]
+    assert messages[0].startswith("line 3: 'label' is 5 characters long; labels may be at most 4 characters")
+    assert messages[1].startswith("line 3: the file has more than 2 distinct labels")
