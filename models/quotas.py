@@ -16,8 +16,9 @@ from models.tables import Checkpoint, File, Job, ResultArtifact, Tenant
 
 # Jobs that hold (or wait for) a worker. Paused jobs hold only their checkpoint, so they do not count.
 ACTIVE_STATUSES = (JobStatus.validating_files.value, JobStatus.queued.value, JobStatus.running.value)
-# Jobs whose checkpoints count toward max_stored_bytes: those that may still resume, paused ones included.
-# An ended job's checkpoints are deleted (by its run or the next sweep) and never count.
+# Jobs whose checkpoints no longer count toward max_stored_bytes: their files are deleted when the job
+# ends (by its run, or the next sweep), though a succeeded job's rows stay for its checkpoint list.
+# Unfinished jobs' checkpoints count, paused ones' included.
 ENDED_STATUSES = tuple(status.value for status in TERMINAL_STATUSES)
 # What a tenant can do when its storage is full; there is no deleting fine-tuned weights through the API.
 MAKE_ROOM = (
@@ -157,6 +158,8 @@ def ensure_run_output_fits(
 
     The caller rolls the transaction back and deletes the output's files, so nothing past the
     quota is kept. `service_max_stored_bytes` applies where the tenant has no limit of its own.
+    Two runs of one tenant recording at the same instant may both fit on PostgreSQL (read
+    committed) and end one output over; like ensure_job_slot's, this is a fairness limit.
     Flushes; does not commit.
     """
     job = session.get(Job, job_id)
