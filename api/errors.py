@@ -59,7 +59,7 @@ def field_path(location: Sequence[int | str]) -> str | None:
         if isinstance(part, int) or part in _LOCATION_ROOTS:
             continue
         if part == "[key]":
-            parts.pop()
+            del parts[-1:]
             break
         if part in _TYPE_TAGS or "[" in part or "(" in part:
             break
@@ -104,6 +104,8 @@ def describe_validation_error(
     if param is None:
         if error_type == "missing":
             return None, 'the request body is empty; send a JSON object such as {"training_file": "file-…"}'
+        if isinstance(first.get("input"), (bytes, bytearray)):  # FastAPI reads no JSON from another content type
+            return None, "the request body must be a JSON object, sent with Content-Type: application/json"
         return None, f"the request body must be a JSON object, not {_json_kind(first.get('input'))}"
     together = [error for error in errors if field_path(tuple(error.get("loc", ()))) == param]
     message = _describe_field_error(first, together, location, body_model)
@@ -205,6 +207,17 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _http_error_message(request: Request, error: StarletteHTTPException) -> str:
+    """The error's detail; Starlette's bare "Not Found" and "Method Not Allowed" say which URL and what to use."""
+    detail, route = str(error.detail), f"{request.method} {request.url.path}"
+    if error.status_code == 404 and detail == "Not Found":
+        return f"Invalid URL ({route}); the routes this API serves are listed at /docs"
+    if error.status_code == 405 and detail == "Method Not Allowed":
+        # Not the Allow header's methods: Starlette lists only the first route matching the path.
+        return f"Method not allowed ({route}); the methods each route takes are listed at /docs"
+    return detail
+
+
 def _body_model(request: Request) -> type[BaseModel] | None:
     """The model of the matched route's JSON body, if it has one."""
     body_field = getattr(request.scope.get("route"), "body_field", None)
@@ -240,10 +253,10 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = ErrorCode.not_found if error.status_code == 404 else ErrorCode.invalid_request
         response = error_response(
-            error.status_code, str(error.detail), code=code.value, error_type="invalid_request_error"
+            error.status_code, _http_error_message(request, error), code=code.value, error_type="invalid_request_error"
         )
         # Headers the status needs, such as a 416's Content-Range or a 405's Allow.
         response.headers.update(error.headers or {})

@@ -156,7 +156,10 @@ def get_file_for_cursor(session: Session, tenant_id: str, after: str) -> File:
     try:
         return get_file(session, tenant_id, after)
     except NotFound:
-        raise InvalidRequest(f"after: {after!r} is not one of your files", param="after") from None
+        raise InvalidRequest(
+            f"after: {after!r} is not one of your files; pass the id of the last file of the previous page",
+            param="after",
+        ) from None
 
 
 def stored_sha256s(session: Session) -> set[str]:

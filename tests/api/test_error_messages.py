@@ -273,3 +273,36 @@ def test_an_upload_ending_in_blank_lines_is_accepted_however_many(
     response = upload(client, auth, content + tail, filename)
     assert response.status_code == 200, response.text
     assert response.json()["record_count"] == 2
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", None])
+def test_a_body_sent_as_another_content_type_is_told_to_send_json(
+    client: TestClient, auth: dict[str, str], content_type: str | None
+) -> None:
+    headers = {**auth, **({"content-type": content_type} if content_type else {})}
+    response = client.post("/v1/fine_tuning/jobs", headers=headers, content=b"training_file=file-abc")
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        "the request body must be a JSON object, sent with Content-Type: application/json"
+    )
+
+
+def test_an_unknown_url_names_itself(client: TestClient, auth: dict[str, str]) -> None:
+    response = client.get("/v1/fine-tuning/jobs", headers=auth)
+    assert response.status_code == 404
+    assert response.json()["error"] == {
+        "message": "Invalid URL (GET /v1/fine-tuning/jobs); the routes this API serves are listed at /docs",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "not_found",
+    }
+
+
+def test_a_method_a_route_does_not_take_names_the_request_and_where_to_look(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    response = client.put("/v1/files", headers=auth)
+    assert response.status_code == 405
+    assert response.json()["error"]["message"] == (
+        "Method not allowed (PUT /v1/files); the methods each route takes are listed at /docs"
+    )

@@ -280,3 +280,12 @@ def test_label_bounds_follow_the_settings(settings: Settings, auth: dict[str, st
         ]
     assert messages[0].startswith("line 3: 'label' is 5 characters long; labels may be at most 4 characters")
     assert messages[1].startswith("line 3: the file has more than 2 distinct labels")
+
+
+def test_an_unknown_cursor_is_a_400_saying_what_to_pass(client: TestClient, auth: dict[str, str]) -> None:
+    error = client.get("/v1/files?after=garbage", headers=auth).json()["error"]
+    assert (error["param"], error["code"]) == ("after", "invalid_request_error")
+    assert (
+        error["message"]
+        == "after: 'garbage' is not one of your files; pass the id of the last file of the previous page"
+    )
