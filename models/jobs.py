@@ -21,9 +21,10 @@ from models.events import EventLevel, JobControl
 from models.files import get_file
 from models.hyperparameters import resolve_hyperparameters, resolve_strategy
 from models.ids import IdPrefix, is_well_formed, new_id
-from models.quotas import TenantQuotas, ensure_job_slot
+from models.quotas import TenantQuotas, ensure_job_slot, ensure_room_for_job
 from models.schemas import FilePurpose, FileStatus, JobCreate
 from models.states import TERMINAL_STATUSES, JobStatus, sources_of
+from models.storage_estimates import estimate_job_storage
 from models.tables import ApiKey, File, Job, utc_now
 
 MIN_CLASSES = 2
@@ -43,7 +44,8 @@ def create_job(session: Session, tenant_id: str, spec: JobCreate, *, quotas: Ten
     """Validate a request against the catalog and the files, and insert the job as `queued`.
 
     Every "auto" is resolved here, so the job row records the values training will use.
-    Raises InvalidRequest naming the field at fault, QuotaExceeded at the tenant's job limit.
+    Raises InvalidRequest naming the field at fault, QuotaExceeded at the tenant's job limit,
+    PayloadTooLarge (`param` max_stored_bytes) when the job's estimated storage does not fit.
     Does not commit.
     """
     ensure_job_slot(session, tenant_id, quotas)
@@ -65,6 +67,7 @@ def create_job(session: Session, tenant_id: str, spec: JobCreate, *, quotas: Ten
         training_records=training.record_count,
         model_max_length=base_model.max_sequence_length,
     )
+    ensure_room_for_job(session, tenant_id, quotas, estimate_job_storage(base_model, strategy, hyperparameters))
     job = Job(
         id=new_id(IdPrefix.job),
         tenant_id=tenant_id,
