@@ -200,7 +200,10 @@ def set_quota(
         int | None, typer.Option(min=0, show_default=False, help="Queued + running jobs at once.")
     ] = None,
     max_stored_bytes: Annotated[
-        int | None, typer.Option(min=0, show_default=False, help="Bytes of files and fine-tuned weights kept.")
+        int | None,
+        typer.Option(
+            min=0, show_default=False, help="Bytes kept: files, fine-tuned weights and checkpoints of unfinished jobs."
+        ),
     ] = None,
     max_upload_bytes: Annotated[
         int | None,

@@ -98,8 +98,9 @@ def ensure_control_allowed(session: Session, job_id: str, *, per_minute: int | N
     frees_at = recent[-1] + timedelta(seconds=CONTROL_WINDOW_SECONDS)
     retry_after = max(1, math.ceil((frees_at - now).total_seconds()))
     raise QuotaExceeded(
-        f"Job {job_id} took {per_minute} pause, resume and cancel requests in the last minute, the most "
-        f"allowed (job_control_events_per_minute={per_minute}); retry in {retry_after} seconds.",
+        f"Job {job_id} took {per_minute} pause and resume requests in the last minute, the most "
+        f"allowed (job_control_events_per_minute={per_minute}); retry in {retry_after} seconds (cancelling is "
+        "always allowed).",
         param="job_control_events_per_minute",
         retry_after_seconds=retry_after,
     )

@@ -199,16 +199,14 @@ def list_jobs(
     return matches[:limit], len(matches) > limit
 
 
-def cancel_job(session: Session, tenant_id: str, job_id: str, *, control_events_per_minute: int | None = None) -> Job:
+def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
     """Move a job that has not ended to `cancelled`; a running job's worker stops it within seconds.
 
-    Raises InvalidTransition for a job that already ended, QuotaExceeded when the job's control
-    requests reached `control_events_per_minute` (events.ensure_control_allowed; None: no limit).
-    Does not commit.
+    Never rate-limited: a job is cancelled once, so a cancel adds at most one event, and a user must
+    always be able to stop a job (even right after a burst of pauses and resumes). Raises
+    InvalidTransition for a job that already ended. Does not commit.
     """
     job = get_job(session, tenant_id, job_id)
-    if JobStatus(job.status) not in TERMINAL_STATUSES:
-        events.ensure_control_allowed(session, job.id, per_minute=control_events_per_minute)
     if not transition_job(session, job.id, JobStatus.cancelled, values={"finished_at": utc_now()}):
         session.refresh(job)
         raise InvalidTransition(

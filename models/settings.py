@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     max_request_body_bytes: int = Field(
         default=1024 * 1024,
         gt=0,
-        description="Largest body of any request but an upload; read as it streams, after authentication.",
+        description="Largest body of any request but an upload; counted as it streams, once a bearer key is present.",
     )
     http_header_timeout_seconds: float = Field(
         default=10.0, gt=0, description="A connection must finish a request's headers within this time."
@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     job_control_events_per_minute: int = Field(
         default=20,
         ge=1,
-        description="Pause, resume and cancel requests one job takes per minute; more are answered 429.",
+        description="Pause and resume requests one job takes per minute; more are answered 429 (cancel never is).",
     )
     lease_seconds: int = Field(default=60, gt=5, description="A running job's lease; renewed by heartbeats.")
     heartbeat_seconds: float = Field(default=2.0, gt=0, description="How often the runner renews the lease.")
@@ -68,7 +68,9 @@ class Settings(BaseSettings):
     )
     tenant_max_active_jobs: int = Field(default=8, ge=1, description="Default per-tenant queued + running jobs.")
     tenant_max_stored_bytes: int = Field(
-        default=100 * 1024**3, gt=0, description="Default per-tenant bytes of files and fine-tuned weights."
+        default=100 * 1024**3,
+        gt=0,
+        description="Default per-tenant bytes of files, fine-tuned weights and checkpoints of unfinished jobs.",
     )
     sweep_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often each worker looks for runs whose lease expired."

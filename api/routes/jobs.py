@@ -125,10 +125,10 @@ async def retrieve_fine_tuning_job(job_id: str, request: Request) -> Response:
 
 @router.post(
     "/{job_id}/cancel",
-    responses={409: {"model": ErrorResponse, "description": "The job already ended"}, 429: AT_CONTROL_LIMIT},
+    responses={409: {"model": ErrorResponse, "description": "The job already ended"}},
 )
-def cancel_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDep, settings: SettingsDep) -> JobRead:
-    job = jobs.cancel_job(session, tenant_id, job_id, control_events_per_minute=settings.job_control_events_per_minute)
+def cancel_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDep) -> JobRead:
+    job = jobs.cancel_job(session, tenant_id, job_id)
     cancelled = job_views.job_read(job)
     session.commit()
     return cancelled

@@ -244,13 +244,16 @@ def control_events(settings: Settings, job_id: str) -> list[JobEvent]:
         return [row for row in rows if (row.data or {}).get("control")]
 
 
-@pytest.mark.parametrize("refused", ["pause", "cancel"])
+@pytest.mark.parametrize("refused", ["pause", "resume"])
 def test_control_requests_beyond_the_per_minute_limit_are_429_and_write_nothing(
     limited_client: TestClient, auth: dict[str, str], job_id: str, settings: Settings, refused: str
 ) -> None:
     claim(settings, job_id)
     for action in FOUR_CONTROLS:
         assert post(limited_client, auth, job_id, action).status_code == 200
+    if refused == "resume":  # a pending pause written by no request, so that a resume would change something
+        with session_scope(settings.database_url) as session:
+            session.execute(update(Job).where(Job.id == job_id).values(pause_requested_at=utc_now()))
     before = events_of(limited_client, auth, job_id)
     response = post(limited_client, auth, job_id, refused)
     assert response.status_code == 429
@@ -263,14 +266,27 @@ def test_control_requests_beyond_the_per_minute_limit_are_429_and_write_nothing(
     retry_after = int(response.headers["retry-after"])
     assert 1 <= retry_after <= 60
     assert error["message"] == (
-        f"Job {job_id} took {CONTROL_LIMIT} pause, resume and cancel requests in the last minute, the most allowed "
-        f"(job_control_events_per_minute={CONTROL_LIMIT}); retry in {retry_after} seconds."
+        f"Job {job_id} took {CONTROL_LIMIT} pause and resume requests in the last minute, the most allowed "
+        f"(job_control_events_per_minute={CONTROL_LIMIT}); retry in {retry_after} seconds (cancelling is always "
+        "allowed)."
     )
     assert events_of(limited_client, auth, job_id) == before
     job = limited_client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth).json()
     assert job["status"] == "running"
     with session_scope(settings.database_url) as session:
-        assert not jobs.pause_is_requested(session, job_id)
+        assert jobs.pause_is_requested(session, job_id) == (refused == "resume")
+
+
+def test_a_job_can_always_be_cancelled_even_at_the_control_limit(
+    limited_client: TestClient, auth: dict[str, str], job_id: str, settings: Settings
+) -> None:
+    claim(settings, job_id)
+    for action in FOUR_CONTROLS:
+        assert post(limited_client, auth, job_id, action).status_code == 200
+    assert post(limited_client, auth, job_id, "pause").status_code == 429
+    response = post(limited_client, auth, job_id, "cancel")
+    assert (response.status_code, response.json()["status"]) == (200, "cancelled")
+    assert [event.data["control"] for event in control_events(settings, job_id)] == [*FOUR_CONTROLS, "cancel"]
 
 
 def test_requests_that_would_change_nothing_are_answered_as_usual_at_the_control_limit(
@@ -284,7 +300,7 @@ def test_requests_that_would_change_nothing_are_answered_as_usual_at_the_control
         events.append_control_event(session, job_id, events.JobControl.resume, "Pause request withdrawn")
     again = post(limited_client, auth, job_id, "pause")
     assert (again.status_code, again.json()["status"]) == (200, "running")
-    assert post(limited_client, auth, job_id, "cancel").status_code == 429
+    assert post(limited_client, auth, job_id, "resume").status_code == 429  # it would withdraw the pending pause
     with session_scope(settings.database_url) as session:
         jobs.fail_job(session, job_id, None, jobs.JobFailure("internal_error", "The worker hit an internal error."))
     for action in ("pause", "resume", "cancel"):
