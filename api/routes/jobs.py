@@ -14,10 +14,20 @@ from api.ranges import DOWNLOAD_RESPONSES, file_download
 from api.routing import SessionReleasingRoute
 from models import artifacts, checkpoints, events, job_views, jobs, queue, quotas
 from models.db import run_read
-from models.errors import ServiceUnavailable
+from models.errors import InvalidRequest, ServiceUnavailable
 from models.read_pool import AsyncReadPool
-from models.schemas import MAX_LIST_LIMIT, CheckpointRead, ErrorResponse, EventRead, JobCreate, JobRead, ListPage
+from models.schemas import (
+    MAX_LIST_LIMIT,
+    CheckpointRead,
+    ErrorResponse,
+    EventRead,
+    JobCreate,
+    JobRead,
+    ListPage,
+    UserText,
+)
 from models.settings import Settings
+from models.unicode_text import unstorable_text_fault
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], route_class=SessionReleasingRoute)
 
@@ -76,19 +86,27 @@ def create_fine_tuning_job(
     return created
 
 
+def metadata_filter(request: Request) -> dict[str, str]:
+    """The `metadata[key]=value` query parameters as a dict; 400 naming one that holds unstorable text."""
+    metadata = {}
+    for name, value in request.query_params.items():
+        if name.startswith("metadata[") and name.endswith("]"):
+            fault = unstorable_text_fault(name) or unstorable_text_fault(value)
+            if fault is not None:
+                raise InvalidRequest(f"{name}: {fault}", param=name)
+            metadata[name.removeprefix("metadata[").removesuffix("]")] = value
+    return metadata
+
+
 @router.get("")
 def list_fine_tuning_jobs(
     request: Request,
     tenant_id: TenantDep,
     session: SessionDep,
-    after: str | None = None,
+    after: UserText | None = None,
     limit: LimitQuery = 20,
 ) -> ListPage[JobRead]:
-    metadata = {
-        key.removeprefix("metadata[").removesuffix("]"): value
-        for key, value in request.query_params.items()
-        if key.startswith("metadata[") and key.endswith("]")
-    }
+    metadata = metadata_filter(request)
     data, has_more = job_views.fill_page(
         lambda cursor, count: jobs.list_jobs(session, tenant_id, after=cursor, limit=count, metadata=metadata or None),
         job_views.job_read,
@@ -184,7 +202,7 @@ def resume_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDe
 
 @router.get("/{job_id}/events")
 def list_fine_tuning_events(
-    job_id: str, tenant_id: TenantDep, session: SessionDep, after: str | None = None, limit: EventLimitQuery = 20
+    job_id: str, tenant_id: TenantDep, session: SessionDep, after: UserText | None = None, limit: EventLimitQuery = 20
 ) -> ListPage[EventRead]:
     """Newest first, up to events.MAX_EVENT_PAGE_LIMIT a page; pass a page's last id as `after` for the next."""
     job = jobs.get_job(session, tenant_id, job_id)
@@ -199,7 +217,7 @@ def list_fine_tuning_events(
 
 @router.get("/{job_id}/checkpoints")
 def list_fine_tuning_checkpoints(
-    job_id: str, tenant_id: TenantDep, session: SessionDep, after: str | None = None, limit: LimitQuery = 10
+    job_id: str, tenant_id: TenantDep, session: SessionDep, after: UserText | None = None, limit: LimitQuery = 10
 ) -> ListPage[CheckpointRead]:
     job = jobs.get_job(session, tenant_id, job_id)
     data, has_more = job_views.fill_page(

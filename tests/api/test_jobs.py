@@ -336,3 +336,24 @@ def test_job_get_of_a_malformed_or_missing_id_is_404(client: TestClient, auth: d
     response = client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth)
     assert response.status_code == 404
     assert error(response)["param"] == "fine_tuning_job_id"
+
+
+@pytest.mark.parametrize(
+    ("query", "param"),
+    [
+        ("after=%00", "after"),
+        ("metadata[team]=a%00b", "metadata[team]"),
+        ("metadata[%00]=nlp", "metadata[\x00]"),
+    ],
+)
+def test_list_query_text_that_cannot_be_stored_is_a_400_naming_the_parameter(
+    client: TestClient, auth: dict[str, str], query: str, param: str
+) -> None:
+    for path in ("/v1/fine_tuning/jobs", "/v1/fine_tuning/jobs/ftjob-abc/events"):
+        if path.endswith("events") and query.startswith("metadata"):
+            continue
+        response = client.get(f"{path}?{query}", headers=auth)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert (error["code"], error["param"]) == ("invalid_request_error", param)
+        assert "NUL character" in error["message"]
