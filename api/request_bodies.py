@@ -158,7 +158,7 @@ class PacedBody:
             f"The request body arrived too slowly ({self.received_bytes} bytes in {self.waited_seconds:.1f} s, "
             f"nothing in the last {pause_seconds:.1f} s): {rules}. Send the body without pauses; nothing of this "
             "request was kept.",
-            ErrorCode.invalid_request,
+            ErrorCode.request_timeout,
             close_connection=True,
         )
 

@@ -14,6 +14,7 @@ class ErrorCode(StrEnum):
     payload_too_large = "file_too_large"
     quota_exceeded = "quota_exceeded"
     service_unavailable = "service_unavailable"
+    request_timeout = "request_timeout"
     internal_error = "internal_error"
 
 

@@ -168,7 +168,7 @@ def test_a_body_that_stalls_past_the_idle_timeout_is_answered_408_and_the_connec
         assert server_closes_within(connection, CLOSE_DEADLINE_SECONDS)
     assert status == 408, answer
     error = json.loads(answer)["error"]
-    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "invalid_request_error", None)
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "request_timeout", None)
     assert "GRAFT_HTTP_BODY_IDLE_TIMEOUT_SECONDS" in error["message"]
     assert headers["connection"] == "close"
     assert BODY_IDLE_TIMEOUT_SECONDS <= elapsed < CLOSE_DEADLINE_SECONDS
@@ -217,7 +217,7 @@ def test_a_body_trickling_below_the_minimum_rate_is_answered_408_and_nothing_is_
         elapsed = time.monotonic() - started
     assert status == 408, answer
     error = json.loads(answer)["error"]
-    assert (error["code"], error["param"]) == ("invalid_request_error", None)
+    assert (error["code"], error["param"]) == ("request_timeout", None)
     assert f"at least {MIN_BODY_BYTES_PER_SECOND} bytes/s" in error["message"]
     assert headers["connection"] == "close"
     # Past the idle time (the rate is judged from then on), but long before a stall would be.
