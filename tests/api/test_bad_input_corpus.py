@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -609,3 +609,214 @@ def test_requests_without_a_valid_key_or_for_foreign_ids_are_refused(
     error = assert_openai_error(response, status, param)
     if status == 401:
         assert error["code"] == "invalid_api_key"
+
+
+# ---------------------------------------------------------------------------------------------
+# The classes of input an outside probe found behind 500s: unpaired surrogates in every string a
+# user can send, booleans and strings where numbers belong, bodies past the cap with and without a
+# key, truncated multipart bodies and unstorable text in query parameters. Nothing is kept.
+# ---------------------------------------------------------------------------------------------
+
+LONE = "\ud800"
+
+
+def escaped_json(make: Callable[[World], dict[str, Any]]) -> BodyFactory:
+    """The body as any client must send it: json.dumps escapes a lone surrogate as \\ud800."""
+    return lambda world: json.dumps(make(world)).encode()
+
+
+SURROGATE_JOB_CASES: list[Any] = [
+    pytest.param(escaped_json(lambda w: {"training_file": w["own_file"], "model": LONE}), "model", id="model"),
+    pytest.param(escaped_json(lambda w: {"training_file": f"file-{LONE}"}), "training_file", id="training-file"),
+    pytest.param(
+        escaped_json(lambda w: {"training_file": w["own_file"], "validation_file": LONE}),
+        "validation_file",
+        id="validation-file",
+    ),
+    pytest.param(escaped_json(lambda w: {"training_file": w["own_file"], "suffix": f"a{LONE}"}), "suffix", id="suffix"),
+    pytest.param(
+        escaped_json(lambda w: {"training_file": w["own_file"], "metadata": {"team": f"x{LONE}"}}),
+        "metadata.team",
+        id="metadata-value",
+    ),
+    pytest.param(
+        escaped_json(lambda w: {"training_file": w["own_file"], "metadata": {LONE: "nlp"}}),
+        "metadata",
+        id="metadata-key",
+    ),
+    pytest.param(escaped_json(lambda w: {"training_file": w["own_file"], "task": LONE}), "task", id="task"),
+    pytest.param(
+        escaped_json(lambda w: {"training_file": w["own_file"], "strategy": LONE}),
+        "strategy.type",  # a bare string is the shorthand for {"type": ...}
+        id="strategy-shorthand",
+    ),
+    pytest.param(
+        escaped_json(lambda w: {"training_file": w["own_file"], "strategy": {"type": LONE}}),
+        "strategy.type",
+        id="strategy-type",
+    ),
+    pytest.param(
+        escaped_json(lambda w: {"training_file": w["own_file"], "hyperparameters": {"n_epochs": LONE}}),
+        "hyperparameters.n_epochs",
+        id="n-epochs",
+    ),
+    pytest.param(
+        escaped_json(lambda w: {"training_file": w["own_file"], "method": {"type": LONE}}),
+        "method.type",
+        id="method-type",
+    ),
+    pytest.param(
+        escaped_json(lambda w: {"training_file": w["own_file"], "integrations": [{LONE: "x"}]}),
+        "integrations",
+        id="integrations",
+    ),
+    pytest.param(
+        escaped_json(lambda w: {"training_file": w["own_file"], LONE: 1}),
+        None,
+        id="a-field-name",
+    ),
+]
+NUMBER_FIELDS = {
+    "n-epochs": ("hyperparameters", "n_epochs"),
+    "batch-size": ("hyperparameters", "batch_size"),
+    "learning-rate-multiplier": ("hyperparameters", "learning_rate_multiplier"),
+    "warmup-ratio": ("hyperparameters", "warmup_ratio"),
+    "max-length": ("hyperparameters", "max_length"),
+}
+NOT_A_NUMBER = {"true": True, "false": False, "string-3": "3", "string-0.5": "0.5"}
+NUMBER_JOB_CASES: list[Any] = (
+    [
+        pytest.param(with_training(**{group: {name: value}}), f"{group}.{name}", id=f"{field}-{kind}")
+        for field, (group, name) in NUMBER_FIELDS.items()
+        for kind, value in NOT_A_NUMBER.items()
+    ]
+    + [pytest.param(with_training(seed=value), "seed", id=f"seed-{kind}") for kind, value in NOT_A_NUMBER.items()]
+    + [
+        pytest.param(
+            with_training(strategy={"type": "partial", "trainable_layers": True}),
+            "strategy.trainable_layers",
+            id="trainable-layers-true",
+        ),
+        pytest.param(
+            with_training(strategy={"type": "layerwise_lr", "layer_decay": "0.8"}),
+            "strategy.layer_decay",
+            id="layer-decay-string",
+        ),
+        pytest.param(
+            with_training(method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": True}}}),
+            "method.supervised.hyperparameters.n_epochs",
+            id="method-n-epochs-true",
+        ),
+    ]
+)
+
+
+@pytest.mark.parametrize(("make_body", "param"), SURROGATE_JOB_CASES + NUMBER_JOB_CASES)
+def test_job_requests_with_unstorable_text_or_non_numbers_are_400s_naming_the_field(
+    client: TestClient, auth: dict[str, str], world: World, make_body: BodyFactory, param: str | None
+) -> None:
+    body = make_body(world)
+    if isinstance(body, dict):
+        response = client.post("/v1/fine_tuning/jobs", headers=auth, json=body)
+    else:
+        response = client.post(
+            "/v1/fine_tuning/jobs", headers={**auth, "content-type": "application/json"}, content=body
+        )
+    error = assert_openai_error(response, 400, param)
+    assert error["code"] == "invalid_request_error"
+    assert client.get("/v1/fine_tuning/jobs", headers=auth).json()["data"] == []
+
+
+SURROGATE_FILE_CASES = [
+    pytest.param(b'{"text": "x\\ud800", "label": "neg"}\n', "line 2: 'text'", id="jsonl-text"),
+    pytest.param(b'{"text": "x", "text_pair": "\\udfff", "label": "neg"}\n', "line 2: 'text_pair'", id="jsonl-pair"),
+    pytest.param(b'{"text": "x", "label": "neg\\ud800"}\n', "line 2: 'label'", id="jsonl-label"),
+]
+
+
+@pytest.mark.parametrize(("bad_line", "message_start"), SURROGATE_FILE_CASES)
+@pytest.mark.parametrize("records_before", [1, 5000], ids=["short-file", "batched-file"])
+def test_an_unpaired_surrogate_in_a_kept_field_of_a_file_is_a_400_naming_line_and_field(
+    client: TestClient,
+    auth: dict[str, str],
+    settings: Settings,
+    bad_line: bytes,
+    message_start: str,
+    records_before: int,
+) -> None:
+    content = GOOD * records_before + bad_line
+    line = f"line {records_before + 1}:"
+    error = assert_openai_error(post_upload(client, auth, content), 400, "file")
+    assert error["code"] == "invalid_file"
+    assert error["message"].startswith(message_start.replace("line 2:", line)), error["message"]
+    assert "unpaired surrogate" in error["message"]
+    assert client.get("/v1/files", headers=auth).json()["data"] == []
+    assert [p for p in settings.artifacts.rglob("*") if p.is_file()] == []
+
+
+def _chunks(total: int) -> Iterator[bytes]:
+    sent = 0
+    while sent < total:
+        piece = min(64 * 1024, total - sent)
+        sent += piece
+        yield b" " * piece
+
+
+OVER_THE_CAP = MIB + 1  # the default GRAFT_MAX_REQUEST_BODY_BYTES is 1 MiB
+BODY_CAP_CASES = [
+    pytest.param("POST", "/v1/fine_tuning/jobs", "auth", "length", 413, id="create-with-key"),
+    pytest.param("POST", "/v1/fine_tuning/jobs", "none", "length", 401, id="create-without-key"),
+    pytest.param("POST", "/v1/fine_tuning/jobs", "auth", "chunked", 413, id="create-chunked-with-key"),
+    pytest.param("POST", "/v1/fine_tuning/jobs", "none", "chunked", 401, id="create-chunked-without-key"),
+    pytest.param("POST", "/v1/fine_tuning/jobs/{own_job}/pause", "auth", "length", 413, id="pause-with-key"),
+    pytest.param("POST", "/v1/fine_tuning/jobs/{own_job}/cancel", "none", "chunked", 401, id="cancel-without-key"),
+    pytest.param("GET", "/v1/fine_tuning/jobs", "auth", "length", 413, id="list-with-a-body"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "key", "framing", "status"), BODY_CAP_CASES)
+def test_a_body_past_the_cap_is_refused_with_or_without_a_key_and_changes_nothing(
+    client: TestClient, auth: dict[str, str], world: World, method: str, path: str, key: str, framing: str, status: int
+) -> None:
+    url = path.format_map(world)
+    headers = {**(auth if key == "auth" else {}), "content-type": "application/json"}
+    content = b" " * OVER_THE_CAP if framing == "length" else _chunks(OVER_THE_CAP)
+    assert_openai_error(client.request(method, url, headers=headers, content=content), status, None)
+    listed = client.get("/v1/fine_tuning/jobs", headers=auth).json()["data"]
+    assert [(job["id"], job["status"]) for job in listed] == [(job_id, "queued") for job_id in world.job_ids()]
+
+
+TRUNCATED_MULTIPART_CASES = [
+    pytest.param(lambda body: body[: body.rindex(b"--corpusboundary--")], id="no-closing-boundary"),
+    pytest.param(lambda body: body[: body.index(b"neg") + 1], id="cut-mid-label"),
+    pytest.param(lambda body: body[: body.rindex(b"--corpusboundary--") - 3], id="jsonl-one-byte-short"),
+]
+
+
+@pytest.mark.parametrize("cut", TRUNCATED_MULTIPART_CASES)
+def test_a_truncated_multipart_upload_is_refused_and_nothing_is_kept(
+    client: TestClient, auth: dict[str, str], settings: Settings, cut: Callable[[bytes], bytes]
+) -> None:
+    body, content_type = raw_multipart(
+        [(b'name="purpose"', b"fine-tune"), (b'name="file"; filename="t.jsonl"', GOOD + GOOD_NEG)]
+    )
+    response = client.post("/v1/files", headers={**auth, "content-type": content_type}, content=cut(body))
+    assert_openai_error(response, 400, "file")
+    assert client.get("/v1/files", headers=auth).json()["data"] == []
+    assert [p for p in settings.artifacts.rglob("*") if p.is_file()] == []
+
+
+UNSTORABLE_QUERY_CASES = [
+    pytest.param(path, "after=%00", "after", id=f"{endpoint}-after-nul") for endpoint, path in LIST_PATHS.items()
+] + [
+    pytest.param(LIST_PATHS["jobs"], "metadata[team]=a%00", "metadata[team]", id="jobs-metadata-nul"),
+    pytest.param(LIST_PATHS["files"], "purpose=fine-tune%00", "purpose", id="files-purpose-nul"),
+]
+
+
+@pytest.mark.parametrize(("path", "query", "param"), UNSTORABLE_QUERY_CASES)
+def test_a_query_parameter_holding_unstorable_text_is_a_400_naming_it(
+    client: TestClient, auth: dict[str, str], world: World, path: str, query: str, param: str
+) -> None:
+    error = assert_openai_error(client.get(f"{path}?{query}".format_map(world), headers=auth), 400, param)
+    assert "NUL" in error["message"]
