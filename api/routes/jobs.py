@@ -60,7 +60,15 @@ AT_CONTROL_LIMIT: dict[str, Any] = {
 
 @router.post(
     "",
-    responses={429: AT_JOB_QUOTA, 503: {"model": ErrorResponse, "description": "The job queue is unreachable"}},
+    responses={
+        413: {
+            "model": ErrorResponse,
+            "description": "The job's estimated storage does not fit the tenant's max_stored_bytes "
+            "(`param`: max_stored_bytes)",
+        },
+        429: AT_JOB_QUOTA,
+        503: {"model": ErrorResponse, "description": "The job queue is unreachable"},
+    },
 )
 def create_fine_tuning_job(
     spec: JobCreate, tenant_id: TenantDep, session: SessionDep, settings: SettingsDep
