@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -135,6 +135,21 @@ def files(client: TestClient, auth: dict[str, str]) -> tuple[str, str]:
     training = upload_file(client, auth, jsonl_bytes(sentiment_rows(96)))
     validation = upload_file(client, auth, jsonl_bytes(sentiment_rows(16)))
     return training, validation
+
+
+@pytest.fixture
+def new_job(client: TestClient, auth: dict[str, str], minilm: str) -> Callable[[], str]:
+    """Creates a queued MiniLM job of the `auth` tenant (on one small training file) per call; returns its id."""
+    rows: list[dict[str, object]] = [{"text": f"t{i}", "label": "a" if i % 2 else "b"} for i in range(8)]
+    file_id = upload_file(client, auth, jsonl_bytes(rows))
+
+    def _create() -> str:
+        response = client.post("/v1/fine_tuning/jobs", headers=auth, json={"training_file": file_id})
+        assert response.status_code == 200, response.text
+        job_id: str = response.json()["id"]
+        return job_id
+
+    return _create
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

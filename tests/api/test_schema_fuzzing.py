@@ -23,16 +23,18 @@ FUZZ_EXAMPLES_PER_OPERATION = 25  # 15 operations × 25 ≈ 20 s on two cores
 def test_no_operation_answers_5xx_or_off_schema(settings: Settings, minilm: str) -> None:
     headers = {"Authorization": f"Bearer {make_tenant_key(settings, 'fuzz')}"}
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(settings))
+    assert fuzz_every_operation(schema, headers, FUZZ_EXAMPLES_PER_OPERATION) >= 12
+
+
+def fuzz_every_operation(schema: Any, headers: dict[str, str], examples: int) -> int:
+    """Call every operation of `schema` with `examples` generated cases, validating each answer; returns
+    how many operations there were."""
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 12
     for operation in operations:
 
         @given(case=operation.as_strategy())
         @hypothesis_settings(
-            max_examples=FUZZ_EXAMPLES_PER_OPERATION,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            database=None,
+            max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None
         )
         def fuzz(case: Any) -> None:
             # Schema-valid is not content-valid: a random upload is rarely a dataset, and random ids
@@ -40,6 +42,7 @@ def test_no_operation_answers_5xx_or_off_schema(settings: Settings, minilm: str)
             case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance])
 
         fuzz()
+    return len(operations)
 
 
 HOSTILE_EXAMPLES_PER_OPERATION = 15
@@ -96,21 +99,8 @@ def test_no_operation_answers_5xx_to_strings_with_surrogates_or_control_characte
 
         return st.builds(spike, TEXT_SPIKES)
 
-    operations = [result.ok() for result in schema.get_all_operations()]
     REQUESTS_TRANSPORT.serializer("application/json")(spiking_json_serializer)
     try:
-        for operation in operations:
-
-            @given(case=operation.as_strategy())
-            @hypothesis_settings(
-                max_examples=HOSTILE_EXAMPLES_PER_OPERATION,
-                deadline=None,
-                suppress_health_check=list(HealthCheck),
-                database=None,
-            )
-            def fuzz(case: Any) -> None:
-                case.call_and_validate(headers=headers, excluded_checks=[positive_data_acceptance])
-
-            fuzz()
+        fuzz_every_operation(schema, headers, HOSTILE_EXAMPLES_PER_OPERATION)
     finally:
         REQUESTS_TRANSPORT.serializer("application/json")(json_serializer)

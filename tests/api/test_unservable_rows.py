@@ -20,24 +20,9 @@ from models.db import session_scope
 from models.ids import IdPrefix, new_id
 from models.settings import Settings
 from models.tables import Checkpoint, Job, JobEvent
-from tests.conftest import jsonl_bytes, upload_file
 
-ROWS = [{"text": f"t{i}", "label": "a" if i % 2 else "b"} for i in range(8)]
 LONE = "\ud800"
 REPLACED = "\ufffd"
-
-
-@pytest.fixture
-def new_job(client: TestClient, auth: dict[str, str], minilm: str) -> Callable[[], str]:
-    file_id = upload_file(client, auth, jsonl_bytes(ROWS))
-
-    def _create() -> str:
-        response = client.post("/v1/fine_tuning/jobs", headers=auth, json={"training_file": file_id})
-        assert response.status_code == 200, response.text
-        job_id: str = response.json()["id"]
-        return job_id
-
-    return _create
 
 
 def damage(settings: Settings, job_id: str, **values: Any) -> None:

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from models import events
@@ -16,22 +15,6 @@ from models.errors import QuotaExceeded
 from models.events import JobControl
 from models.settings import Settings
 from models.tables import JobEvent, utc_now
-from tests.conftest import jsonl_bytes, upload_file
-
-ROWS = [{"text": f"t{i}", "label": "a" if i % 2 else "b"} for i in range(8)]
-
-
-@pytest.fixture
-def new_job(client: TestClient, auth: dict[str, str], minilm: str) -> Callable[[], str]:
-    file_id = upload_file(client, auth, jsonl_bytes(ROWS))
-
-    def _create() -> str:
-        response = client.post("/v1/fine_tuning/jobs", headers=auth, json={"training_file": file_id})
-        assert response.status_code == 200, response.text
-        job_id: str = response.json()["id"]
-        return job_id
-
-    return _create
 
 
 def add_control_events(settings: Settings, job_id: str, *ages_seconds: float) -> None:

@@ -5,7 +5,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from models import checkpoints, jobs
@@ -16,22 +15,6 @@ from models.quotas import TenantQuotas
 from models.settings import Settings
 from models.states import JobStatus
 from models.tables import Job, JobEvent, utc_now
-from tests.conftest import jsonl_bytes, upload_file
-
-ROWS = [{"text": f"t{i}", "label": "a" if i % 2 else "b"} for i in range(8)]
-
-
-@pytest.fixture
-def new_job(client: TestClient, auth: dict[str, str], minilm: str) -> Callable[[], str]:
-    file_id = upload_file(client, auth, jsonl_bytes(ROWS))
-
-    def _create() -> str:
-        response = client.post("/v1/fine_tuning/jobs", headers=auth, json={"training_file": file_id})
-        assert response.status_code == 200, response.text
-        job_id: str = response.json()["id"]
-        return job_id
-
-    return _create
 
 
 def claim(settings: Settings, job_id: str, owner: str = "test:1") -> int | None:
