@@ -240,7 +240,13 @@ def test_keys_list_names_an_unknown_tenant(cli_settings: Settings) -> None:
 def test_a_command_on_a_data_directory_never_migrated_says_to_migrate_in_one_line(
     tmp_path: Path, command: tuple[str, ...]
 ) -> None:
-    fresh = Settings(data_dir=tmp_path / "fresh")
+    # Every URL spelled out: scripts/test.sh exports GRAFT_DATABASE_URL (PostgreSQL) to the whole suite.
+    fresh_dir = tmp_path / "fresh"
+    fresh = Settings(
+        data_dir=fresh_dir,
+        database_url=f"sqlite:///{fresh_dir / 'graft.db'}",
+        broker_url=f"sqla+sqlite:///{fresh_dir / 'broker.db'}",
+    )
     code, output = invoke(fresh, *command)
     assert code == 2
     assert output == (
