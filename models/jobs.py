@@ -110,9 +110,10 @@ def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
 
 # The job and the presented key's row in one statement: an API GET authenticates and reads in one round trip.
 _JOB_FIELDS = tuple(Job.__mapper__.columns.keys())  # attribute names, in the statement's column order
-_JOB_ID_AT = 3 + _JOB_FIELDS.index("id")  # after the key's three columns; None when no job matched
+_KEY_COLUMNS = (ApiKey.tenant_id, ApiKey.secret_sha256, ApiKey.revoked_at, ApiKey.id, ApiKey.last_used_at)
+_JOB_ID_AT = len(_KEY_COLUMNS) + _JOB_FIELDS.index("id")  # after the key's columns; None when no job matched
 _JOB_WITH_KEY = (
-    select(ApiKey.tenant_id, ApiKey.secret_sha256, ApiKey.revoked_at, *Job.__mapper__.columns.values())
+    select(*_KEY_COLUMNS, *Job.__mapper__.columns.values())
     .select_from(ApiKey)
     .outerjoin(Job, (Job.id == bindparam("job_id")) & (Job.tenant_id == ApiKey.tenant_id))
     .where(ApiKey.lookup_prefix == bindparam("lookup"))
@@ -130,9 +131,19 @@ class _KeyColumns(NamedTuple):
     tenant_id: str
     secret_sha256: str
     revoked_at: datetime | None
+    id: str
+    last_used_at: datetime | None
 
 
-def get_job_for_key(connection: Connection, presented_key: str, job_id: str) -> Job:
+class KeyedJob(NamedTuple):
+    """A job read with the key that asked for it; `key_use_to_note` is the key's id when its last use is
+    stale (tenants.key_use_is_stale), for the caller to record once it has answered."""
+
+    job: Job
+    key_use_to_note: str | None
+
+
+def get_job_for_key(connection: Connection, presented_key: str, job_id: str) -> KeyedJob:
     """The job `job_id` of the tenant behind `presented_key`, both read by one statement.
 
     Answers exactly as `tenants.authenticate` then `get_job` would: Unauthorized for a malformed,
@@ -145,7 +156,7 @@ def get_job_for_key(connection: Connection, presented_key: str, job_id: str) -> 
     return _job_of_key_row(tuple(row) if row is not None else None, secret, job_id)
 
 
-async def read_job_for_key(connection: AsyncConnection[Any], presented_key: str, job_id: str) -> Job:
+async def read_job_for_key(connection: AsyncConnection[Any], presented_key: str, job_id: str) -> KeyedJob:
     """`get_job_for_key` on a psycopg asyncio connection (models.read_pool): the same statement and answers."""
     lookup, secret = tenants.split_key(presented_key)
     cursor = await connection.execute(_JOB_WITH_KEY_ON_PSYCOPG, _job_with_key_parameters(lookup, job_id))
@@ -163,11 +174,13 @@ def _job_with_key_parameters(lookup: str, job_id: str) -> dict[str, str | None]:
     return {"lookup": lookup, "job_id": job_id if is_well_formed(job_id, IdPrefix.job) else None}
 
 
-def _job_of_key_row(row: tuple[Any, ...] | None, secret: str, job_id: str) -> Job:
-    tenants.tenant_of_key(_KeyColumns(*row[:3]) if row is not None else None, secret)
-    if row is None or row[_JOB_ID_AT] is None:
+def _job_of_key_row(row: tuple[Any, ...] | None, secret: str, job_id: str) -> KeyedJob:
+    key = _KeyColumns(*row[: len(_KEY_COLUMNS)]) if row is not None else None
+    tenants.tenant_of_key(key, secret)
+    if row is None or key is None or row[_JOB_ID_AT] is None:
         raise NotFound(_no_such_job(job_id), param="fine_tuning_job_id")
-    return Job(**dict(zip(_JOB_FIELDS, row[3:], strict=True)))
+    job = Job(**dict(zip(_JOB_FIELDS, row[len(_KEY_COLUMNS) :], strict=True)))
+    return KeyedJob(job, key.id if tenants.key_use_is_stale(key.last_used_at) else None)
 
 
 def list_jobs(

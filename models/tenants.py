@@ -9,7 +9,7 @@ import string
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from models.errors import InvalidRequest, NotFound, Unauthorized
@@ -83,9 +83,29 @@ def note_key_use(key: ApiKey) -> None:
 
     The coarse resolution keeps the write rare: at most one a minute per key, however busy it is.
     """
+    if key_use_is_stale(key.last_used_at):
+        key.last_used_at = utc_now()
+
+
+def key_use_is_stale(last_used_at: datetime | None) -> bool:
+    return last_used_at is None or utc_now() - last_used_at >= KEY_USE_RESOLUTION
+
+
+def note_key_use_by_id(session: Session, key_id: str) -> None:
+    """`note_key_use` for a key known by id (the job GET reads keys without an ORM session). No commit.
+
+    One conditional UPDATE: racing requests of one key write it once.
+    """
     now = utc_now()
-    if key.last_used_at is None or now - key.last_used_at >= KEY_USE_RESOLUTION:
-        key.last_used_at = now
+    session.execute(
+        update(ApiKey)
+        .where(
+            ApiKey.id == key_id,
+            ApiKey.last_used_at.is_(None) | (ApiKey.last_used_at <= now - KEY_USE_RESOLUTION),
+        )
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def list_api_keys(session: Session, tenant_name: str | None = None) -> list[tuple[ApiKey, str]]:

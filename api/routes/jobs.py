@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.background import BackgroundTask
 
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep, get_bearer_key
 from api.ranges import DOWNLOAD_RESPONSES, file_download
 from api.routing import SessionReleasingRoute
-from models import artifacts, checkpoints, events, job_views, jobs, queue, quotas
-from models.db import run_read
+from models import artifacts, checkpoints, events, job_views, jobs, queue, quotas, tenants
+from models.db import run_read, session_scope
 from models.errors import InvalidRequest, ServiceUnavailable
 from models.read_pool import AsyncReadPool
 from models.schemas import (
@@ -29,6 +32,7 @@ from models.schemas import (
 from models.settings import Settings
 from models.unicode_text import unstorable_text_fault
 
+logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], route_class=SessionReleasingRoute)
 
 LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)]
@@ -131,22 +135,37 @@ async def retrieve_fine_tuning_job(job_id: str, request: Request) -> Response:
     On PostgreSQL the statement is awaited on the event loop (models.read_pool); on SQLite it runs
     in one thread hop. The key is read from the header here rather than through a dependency, and
     the body is serialized from the JobRead just built; the Response is sent as it is, where a
-    returned model would be validated again.
+    returned model would be validated again. The read writes nothing: a key's stale last use is
+    recorded after the answer is sent (at most once a minute per key).
     """
     key = await get_bearer_key(request.headers.get("authorization"))
     read_pool: AsyncReadPool | None = request.app.state.read_pool
-    if read_pool is not None:
-        job = await read_pool.run(lambda connection: jobs.read_job_for_key(connection, key, job_id))
-        return Response(job_views.job_body(job), media_type="application/json")
-
-    def read_job(connection: Connection) -> bytes:
-        return job_views.job_body(jobs.get_job_for_key(connection, key, job_id))
-
     settings: Settings = request.app.state.settings
-    body = await anyio.to_thread.run_sync(
-        run_read, settings.database_url, read_job, limiter=request.app.state.read_limiter
-    )
-    return Response(body, media_type="application/json")
+    if read_pool is not None:
+        keyed = await read_pool.run(lambda connection: jobs.read_job_for_key(connection, key, job_id))
+        body, key_use_to_note = job_views.job_body(keyed.job), keyed.key_use_to_note
+    else:
+
+        def read_job(connection: Connection) -> tuple[bytes, str | None]:
+            keyed = jobs.get_job_for_key(connection, key, job_id)
+            return job_views.job_body(keyed.job), keyed.key_use_to_note
+
+        body, key_use_to_note = await anyio.to_thread.run_sync(
+            run_read, settings.database_url, read_job, limiter=request.app.state.read_limiter
+        )
+    response = Response(body, media_type="application/json")
+    if key_use_to_note is not None:
+        response.background = BackgroundTask(note_key_use, settings.database_url, key_use_to_note)
+    return response
+
+
+def note_key_use(database_url: str, key_id: str) -> None:
+    """Record a key's use after its answer went out; a database hiccup here costs only the timestamp."""
+    try:
+        with session_scope(database_url) as session:
+            tenants.note_key_use_by_id(session, key_id)
+    except SQLAlchemyError as error:
+        logger.warning("could not record the use of key %s: %s", key_id, type(error).__name__)
 
 
 @router.post(

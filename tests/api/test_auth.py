@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from models import tenants
 from models.db import session_scope
 from models.settings import Settings
-from models.tables import Tenant
+from models.tables import ApiKey, Tenant, utc_now
 from tests.conftest import jsonl_bytes, upload_file
 
 ROWS = [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}]
@@ -97,3 +101,29 @@ def test_a_revoked_key_stops_reading_jobs_at_once(
     assert revoked.status_code == 401
     assert revoked.json()["error"]["code"] == "invalid_api_key"
     assert client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth).status_code == 200
+
+
+def test_a_job_get_records_the_keys_last_use_at_most_once_a_minute(
+    client: TestClient, settings: Settings, auth: dict[str, str], new_job: Callable[[], str]
+) -> None:
+    job_id = new_job()
+    lookup = auth["Authorization"].removeprefix(f"Bearer {tenants.KEY_PREFIX}").split("_")[0]
+
+    def last_used_at(set_to: datetime | None = None, *, reset: bool = False) -> datetime | None:
+        with session_scope(settings.database_url) as session:
+            key = session.scalars(select(ApiKey).where(ApiKey.lookup_prefix == lookup)).one()
+            if reset:
+                key.last_used_at = set_to
+            return key.last_used_at
+
+    last_used_at(None, reset=True)
+    assert client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth).status_code == 200
+    first = last_used_at()
+    assert first is not None and utc_now() - first < timedelta(seconds=10)
+    assert client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth).status_code == 200
+    assert last_used_at() == first
+    long_ago = utc_now() - timedelta(minutes=5)
+    last_used_at(long_ago, reset=True)
+    assert client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth).status_code == 200
+    latest = last_used_at()
+    assert latest is not None and latest > long_ago + timedelta(minutes=4)

@@ -25,6 +25,7 @@ from models.schemas import JobRead
 from models.settings import Settings
 from models.tables import Job, utc_now
 from tests.api.test_auth import (  # noqa: F401 - collected here again, against PostgreSQL
+    test_a_job_get_records_the_keys_last_use_at_most_once_a_minute,
     test_a_revoked_key_stops_reading_jobs_at_once,
     test_job_get_checks_the_key_before_the_job,
 )
