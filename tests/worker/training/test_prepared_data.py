@@ -56,10 +56,18 @@ def trainable_weights(recipe: FineTuningRecipe) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in recipe.network.named_parameters() if p.requires_grad}
 
 
+# Softmax is blind to a key bias (it adds the same score to every key of a query), so its true
+# gradient is zero and what it gets is rounding noise, which AdamW scales up to full-size steps:
+# two runs that differ only in the last bits of a sum end with unrelated key biases and the same
+# function. Every other weight is compared.
+_GRADIENT_FREE_WEIGHTS = ("attention.self.key.bias",)
+
+
 def assert_same_weights(expected: dict[str, torch.Tensor], actual: dict[str, torch.Tensor], atol: float) -> None:
     assert set(expected) == set(actual)
     for name, weight in expected.items():
-        torch.testing.assert_close(actual[name], weight, rtol=0, atol=atol, msg=name)
+        if not name.endswith(_GRADIENT_FREE_WEIGHTS):
+            torch.testing.assert_close(actual[name], weight, rtol=0, atol=atol, msg=name)
 
 
 @pytest.fixture
