@@ -6,7 +6,6 @@ import pytest
 
 from models.settings import Settings
 from tests.models.test_jobs import (  # noqa: F401 - collected here again, against PostgreSQL
-    new_job,
     test_a_run_that_lost_its_job_can_no_longer_write,
     test_cancel_racing_completion_ends_in_exactly_one_final_state,
     test_two_workers_claiming_at_once_yield_exactly_one_run,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 
 from tests.api.test_unservable_rows import (  # noqa: F401 - collected here again, against PostgreSQL
-    new_job,
     test_a_change_to_a_row_holding_lone_surrogates_is_committed_and_answered,
     test_job_get_of_a_row_that_cannot_be_built_names_the_job_and_the_remedy,
     test_job_get_serves_a_row_holding_lone_surrogates_with_them_replaced,

@@ -21,7 +21,7 @@ from models.db import is_transient_database_error, run_read, run_transaction
 from models.jobs import LeaseLost
 from models.settings import Settings
 from models.tables import Job, JobEvent, Tenant
-from tests.models.test_jobs import claim, new_job  # noqa: F401 - new_job is a fixture
+from tests.models.test_jobs import claim
 
 FAST = {"first_delay": 0.001, "max_delay": 0.002}
 SECRET_PARAMETER = "tenant-name-that-must-not-be-logged"
@@ -92,7 +92,7 @@ def test_an_integrity_error_is_not_retried(settings: Settings) -> None:
     assert calls == 1
 
 
-def test_lease_lost_is_not_retried(settings: Settings, new_job: Callable[[], str]) -> None:  # noqa: F811
+def test_lease_lost_is_not_retried(settings: Settings, new_job: Callable[[], str]) -> None:
     job_id = new_job()
     assert claim(settings, job_id) == 1
     calls = 0
@@ -261,7 +261,7 @@ def test_twenty_api_writers_beside_a_heartbeat_never_see_database_is_locked(
     settings: Settings,
     client: TestClient,
     auth: dict[str, str],
-    new_job: Callable[[], str],  # noqa: F811
+    new_job: Callable[[], str],
 ) -> None:
     running = new_job()
     attempt = claim(settings, running)
@@ -291,7 +291,7 @@ def test_twenty_api_writers_beside_a_heartbeat_never_see_database_is_locked(
 
 def test_twenty_event_writers_beside_a_heartbeat_never_see_database_is_locked(
     settings: Settings,
-    new_job: Callable[[], str],  # noqa: F811
+    new_job: Callable[[], str],
 ) -> None:
     job_id = new_job()
     attempt = claim(settings, job_id)

@@ -11,7 +11,6 @@ from models.db import session_scope
 from models.quotas import Quota, StorageQuotaExceeded
 from models.settings import Settings
 from models.tables import Job
-from tests.models.test_jobs import new_job  # noqa: F401  (fixture)
 
 
 def tenant_of(settings: Settings, job_id: str) -> str:
@@ -50,7 +49,7 @@ def add_checkpoint(settings: Settings, job_id: str, attempt: int, *, step: int, 
 
 def test_stored_bytes_counts_the_checkpoints_of_unfinished_jobs_paused_ones_included(
     settings: Settings,
-    new_job: Callable[[], str],  # noqa: F811
+    new_job: Callable[[], str],
 ) -> None:
     job_id = new_job()
     tenant_id = tenant_of(settings, job_id)
@@ -72,7 +71,7 @@ def test_stored_bytes_counts_the_checkpoints_of_unfinished_jobs_paused_ones_incl
 
 def test_superseded_checkpoints_and_those_of_ended_jobs_do_not_count(
     settings: Settings,
-    new_job: Callable[[], str],  # noqa: F811
+    new_job: Callable[[], str],
 ) -> None:
     job_id = new_job()
     tenant_id = tenant_of(settings, job_id)
@@ -90,7 +89,7 @@ def test_superseded_checkpoints_and_those_of_ended_jobs_do_not_count(
 
 def test_a_run_output_past_the_quota_is_refused_naming_its_size_the_total_and_the_quota(
     settings: Settings,
-    new_job: Callable[[], str],  # noqa: F811
+    new_job: Callable[[], str],
 ) -> None:
     job_id = new_job()
     tenant_id = tenant_of(settings, job_id)
@@ -130,7 +129,7 @@ def test_a_run_output_past_the_quota_is_refused_naming_its_size_the_total_and_th
 
 def test_a_run_output_is_held_to_the_service_default_where_the_tenant_has_no_quota_of_its_own(
     settings: Settings,
-    new_job: Callable[[], str],  # noqa: F811
+    new_job: Callable[[], str],
 ) -> None:
     job_id = new_job()
     files_only = stored(settings, tenant_of(settings, job_id))

@@ -12,7 +12,6 @@ from models.db import session_scope
 from models.settings import Settings
 from models.storage import ArtifactStore
 from models.tables import Job, utc_now
-from tests.models.test_jobs import new_job  # noqa: F401  (fixture)
 from worker.reconciler import remove_checkpoints_of_ended_jobs, resend_lost_queued_jobs
 
 
@@ -32,7 +31,7 @@ def drain(settings: Settings) -> None:
 
 def test_a_queued_job_missing_from_the_broker_is_sent_again_once(
     settings: Settings,
-    new_job: Callable[[], str],  # noqa: F811
+    new_job: Callable[[], str],
 ) -> None:
     job_id = new_job()
     drain(settings)
@@ -47,7 +46,7 @@ def test_a_queued_job_missing_from_the_broker_is_sent_again_once(
 
 def test_nothing_is_sent_again_while_the_broker_holds_a_message_per_queued_job(
     settings: Settings,
-    new_job: Callable[[], str],  # noqa: F811
+    new_job: Callable[[], str],
 ) -> None:
     waiting = [new_job(), new_job()]
     for job_id in waiting:
@@ -58,7 +57,7 @@ def test_nothing_is_sent_again_while_the_broker_holds_a_message_per_queued_job(
 
 def test_when_some_messages_were_lost_every_long_queued_job_is_sent_again(
     settings: Settings,
-    new_job: Callable[[], str],  # noqa: F811
+    new_job: Callable[[], str],
 ) -> None:
     old, young = new_job(), new_job()
     sent_long_ago(settings, old)
@@ -80,7 +79,7 @@ def checkpoint_a_run(settings: Settings, job_id: str) -> str:
 
 def test_the_checkpoints_of_a_cancelled_job_are_cleared_and_a_paused_jobs_are_kept(
     settings: Settings,
-    new_job: Callable[[], str],  # noqa: F811
+    new_job: Callable[[], str],
 ) -> None:
     cancelled, paused = new_job(), new_job()
     cancelled_key, paused_key = checkpoint_a_run(settings, cancelled), checkpoint_a_run(settings, paused)

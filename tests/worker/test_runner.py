@@ -20,14 +20,13 @@ from models.states import JobStatus
 from models.storage import ArtifactStore
 from models.tables import Checkpoint, File, Job, ResultArtifact, Tenant
 from tests.conftest import jsonl_bytes, upload_file
-from tests.models.test_jobs import new_job  # noqa: F401  (fixture)
 from tests.worker.training.conftest import sentiment_rows
 from worker import runner
 from worker.runner import ChildResult, Interruption, RunnerSettings, record_run_end
 
 
 @pytest.fixture
-def running_job(settings: Settings, new_job: Callable[[], str]) -> tuple[str, int]:  # noqa: F811
+def running_job(settings: Settings, new_job: Callable[[], str]) -> tuple[str, int]:
     job_id = new_job()
     with session_scope(settings.database_url) as session:
         attempt = jobs.claim_job(session, job_id, owner="w:1:t", lease_seconds=30)
@@ -120,7 +119,7 @@ def test_a_late_write_of_an_old_run_cannot_move_a_job_that_was_paused_since(
     assert job_row(settings, job_id).status == JobStatus.paused
 
 
-def test_a_lost_run_whose_pause_was_requested_ends_paused(settings: Settings, new_job: Callable[[], str]) -> None:  # noqa: F811
+def test_a_lost_run_whose_pause_was_requested_ends_paused(settings: Settings, new_job: Callable[[], str]) -> None:
     job_id = new_job()
     with session_scope(settings.database_url) as session:
         assert jobs.claim_job(session, job_id, owner="gone:1:t", lease_seconds=0) == 1
