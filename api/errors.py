@@ -265,7 +265,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     async def _database_error(request: Request, error: DBAPIError) -> JSONResponse:
         if not is_transient_database_error(error):
-            return await _unexpected_error(request, error)
+            logger.exception("unhandled error on %s %s", request.method, request.url.path)
+            return internal_error_response()
         # A dropped connection or a restarting server: say so, and let clients retry (the openai
         # SDK retries a 503 on its own, honouring Retry-After).
         logger.warning("transient database error on %s %s: %s", request.method, request.url.path, type(error).__name__)
@@ -278,12 +279,14 @@ def install_error_handlers(app: FastAPI) -> None:
         response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
         return response
 
-    @app.exception_handler(Exception)
-    async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(
-            500,
-            "The server had an error while processing your request.",
-            code=ErrorCode.internal_error.value,
-            error_type="server_error",
-        )
+    # Any other exception is a bug, answered by api.unexpected_errors (which keeps the connection usable).
+
+
+def internal_error_response() -> JSONResponse:
+    """The 500 of a bug: the request was valid, and the log has the traceback."""
+    return error_response(
+        500,
+        "The server had an error while processing your request.",
+        code=ErrorCode.internal_error.value,
+        error_type="server_error",
+    )

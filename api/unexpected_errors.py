@@ -11,12 +11,9 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_response
-from models.errors import ErrorCode
+from api.errors import internal_error_response
 
 logger = logging.getLogger(__name__)
-
-INTERNAL_ERROR_MESSAGE = "The server had an error while processing your request."
 
 
 class UnexpectedErrorGuard:
@@ -42,7 +39,4 @@ class UnexpectedErrorGuard:
                 # Part of a response is out: returning leaves it incomplete, and uvicorn closes the
                 # connection, the only way left to tell the client.
                 return
-            response = error_response(
-                500, INTERNAL_ERROR_MESSAGE, code=ErrorCode.internal_error.value, error_type="server_error"
-            )
-            await response(scope, receive, send)
+            await internal_error_response()(scope, receive, send)
