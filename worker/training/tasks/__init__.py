@@ -1,0 +1,1 @@
+"""The tasks the engine trains: each a module of its own behind the EngineTask protocol."""
