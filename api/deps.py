@@ -10,11 +10,11 @@ from anyio import CapacityLimiter
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
-from models import tenants
-from models.db import session_factory
 from models.errors import Unauthorized
+from models.services import tenants
 from models.settings import Settings
-from models.storage import ArtifactStore
+from models.storage.blobs import ArtifactStore
+from models.storage.database import session_factory
 
 
 async def get_app_settings(request: Request) -> Settings:

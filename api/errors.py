@@ -11,8 +11,8 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.validation_messages import body_model_of, describe_validation_error
-from models.db import is_transient_database_error
 from models.errors import ErrorCode, GraftError, QuotaExceeded
+from models.storage.database import is_transient_database_error
 from models.unicode_text import escape_surrogates
 
 logger = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from api.errors import install_error_handlers
 from api.request_bodies import BodyLimits, RequestBodyGuard
 from api.routes import files, jobs, models
 from api.unexpected_errors import UnexpectedErrorGuard
-from models.db import READ_POOL_SIZE
-from models.read_pool import AsyncReadPool
-from models.schemas import ErrorResponse
 from models.settings import Settings, get_settings
+from models.storage.database import READ_POOL_SIZE
+from models.storage.read_pool import AsyncReadPool
+from models.wire.common import ErrorResponse
 
 # Every operation may answer these; route-specific ones (409, 413, 429, …) are declared on the routes.
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -53,10 +53,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Read once here, at the edge; requests get it from app.state (api.deps.get_app_settings).
     app.state.settings = settings if settings is not None else get_settings()
-    # Threads for models.db.run_read, no more than its pool has connections (one per app: a limiter
+    # Threads for models.storage.database.run_read, no more than its pool has connections (one per app: a limiter
     # belongs to the event loop that first waits on it).
     app.state.read_limiter = CapacityLimiter(READ_POOL_SIZE)
-    # On PostgreSQL the lifespan opens an asyncio read pool (models.read_pool); until then, and on
+    # On PostgreSQL the lifespan opens an asyncio read pool (models.storage.read_pool); until then, and on
     # SQLite, reads take the threadpool.
     app.state.read_pool = None
     install_error_handlers(app)

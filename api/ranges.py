@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.types import Receive, Scope, Send
 
-from models.schemas import ErrorResponse
+from models.wire.common import ErrorResponse
 
 # RFC 9110 §14.1.1: int-range = first-pos "-" [ last-pos ], suffix-range = "-" suffix-length.
 _INT_RANGE = re.compile(r"([0-9]+)-([0-9]*)")

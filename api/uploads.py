@@ -19,8 +19,8 @@ from python_multipart.multipart import MultipartParser, MultipartState, parse_op
 from starlette.concurrency import run_in_threadpool
 
 from models.errors import InvalidRequest
-from models.quotas import UploadCap
-from models.storage import ArtifactStore
+from models.services.quotas import UploadCap
+from models.storage.blobs import ArtifactStore
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks

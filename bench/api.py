@@ -55,13 +55,13 @@ import httpx
 import psycopg
 from sqlalchemy import insert, text
 
-from models import catalog, jobs, quotas, tenants
-from models.db import close_engine, session_scope
 from models.ids import IdPrefix, new_id
-from models.schemas import JobCreate
+from models.services import catalog, jobs, quotas, runs, tenants
 from models.settings import Settings
 from models.states import JobStatus
-from models.tables import Job
+from models.storage.database import close_engine, session_scope
+from models.storage.tables import Job
+from models.wire.jobs import JobCreate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_PATH = REPO_ROOT / "bench" / "results" / "api.json"
@@ -462,7 +462,7 @@ def template_job(service: Service, tenant_id: str, file_id: str) -> dict[str, An
             JobCreate(training_file=file_id),
             quotas=quotas.quotas_of(session, tenant_id, service.settings),
         )
-        jobs.transition_job(session, job.id, JobStatus.cancelled)
+        runs.transition_job(session, job.id, JobStatus.cancelled)
         session.flush()
         session.refresh(job)
         return {column.key: getattr(job, column.key) for column in Job.__table__.columns}

@@ -2,7 +2,7 @@
 
 Run with ``python -m bench.checkpoints``. A checkpoint holds the trainable weights, AdamW's state
 (two tensors per trainable parameter), the schedule, RNG states and the data position; it is
-written to a temporary folder, fsynced and renamed into place (models.storage). The overhead of
+written to a temporary folder, fsynced and renamed into place (models.storage.blobs). The overhead of
 ``GRAFT_CHECKPOINT_INTERVAL_SECONDS`` is write time / interval. Results are printed and written to
 ``bench/results/checkpoints.json``.
 """
@@ -24,9 +24,9 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from models.hyperparameters import ResolvedStrategy
-from models.schemas import StrategyType
 from models.settings import Settings
-from models.storage import ArtifactStore
+from models.storage.blobs import ArtifactStore
+from models.strategies.names import StrategyType
 from worker.training.checkpoints import load_checkpoint, save_checkpoint
 from worker.training.strategies import optimizer_parameter_groups, plan_freezing
 

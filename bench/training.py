@@ -58,7 +58,7 @@ def bench_job(strategy: str, args: argparse.Namespace) -> Any:
 
     from bench.trainer_baseline import BenchJob
     from models.hyperparameters import STRATEGY_DEFAULTS
-    from models.schemas import StrategyType
+    from models.strategies.names import StrategyType
 
     defaults = STRATEGY_DEFAULTS[StrategyType(strategy)]
     return BenchJob(
@@ -84,13 +84,14 @@ def read_rows(path: Path, limit: int | None) -> list[dict[str, Any]]:
 
 
 def run_graft(job: Any, training: Path, validation: Path, cache_root: Path) -> dict[str, Any]:
-    from models.data_formats import DataFormat
     from models.hyperparameters import ResolvedHyperparameters, ResolvedStrategy
-    from models.schemas import StrategyType, Task
-    from models.storage import ArtifactStore
+    from models.storage.blobs import ArtifactStore
+    from models.strategies.names import StrategyType
+    from models.tasks.names import Task
+    from models.tasks.text_classification import DataFormat
     from worker.training.config import DataFile, TrainingConfig
-    from worker.training.data_cache import DerivedDataCache
-    from worker.training.prepared_data import CacheOptions
+    from worker.training.speedups.data_cache import DerivedDataCache
+    from worker.training.speedups.prepared_data import CacheOptions
 
     def data_file(path: Path) -> DataFile:
         return DataFile(path, DataFormat.jsonl, hashlib.sha256(path.read_bytes()).hexdigest())

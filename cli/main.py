@@ -14,13 +14,13 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from models import catalog, quotas, tenants
-from models.db import session_scope
 from models.errors import GraftError
-from models.queue import prepare_embedded_broker
-from models.quotas import Quota
+from models.services import catalog, quotas, tenants
+from models.services.quotas import Quota
 from models.settings import Settings, get_settings
-from models.tables import Tenant
+from models.storage.broker import prepare_embedded_broker
+from models.storage.database import session_scope
+from models.storage.tables import Tenant
 
 app = typer.Typer(help="Graft: fine-tuning jobs behind an OpenAI-compatible API.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from models.db import get_engine
 from models.settings import Settings
-from models.tables import Base
+from models.storage.database import get_engine
+from models.storage.tables import Base
 
 config = context.config
 

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from models.errors import InvalidRequest
-from models.schemas import HyperparametersSpec, StrategySpec, StrategyType
+from models.strategies.names import StrategyType
+from models.wire.jobs import HyperparametersSpec, StrategySpec
 
 
 @dataclass(frozen=True)

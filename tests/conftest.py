@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from api.main import create_app
 from migrations.apply import upgrade_to_head
-from models import catalog, tenants
-from models.db import close_engine, session_factory, session_scope
+from models.services import catalog, tenants
 from models.settings import Settings
+from models.storage.database import close_engine, session_factory, session_scope
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

@@ -92,7 +92,7 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> Non
 
 
 def training_processes(job_id: str) -> list[int]:
-    """Pids of live `worker.child` processes training `job_id`."""
+    """Pids of live `worker.training_process` processes training `job_id`."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -102,7 +102,7 @@ def training_processes(job_id: str) -> list[int]:
             status = (entry / "stat").read_text().split()[2]
         except OSError:
             continue
-        # A standby training process renames itself to `… worker.child JOB_ID …` when it takes its job.
-        if b"worker.child" in command and job_id.encode() in command and status != "Z":
+        # A standby training process renames itself to `… worker.training_process JOB_ID …` when it takes its job.
+        if b"worker.training_process" in command and job_id.encode() in command and status != "Z":
             pids.append(int(entry.name))
     return pids

@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from cli.main import app
-from models import catalog, tenants
-from models.db import session_scope
+from models.services import catalog, tenants
 from models.settings import Settings, get_settings
+from models.storage.database import session_scope
 from tests.conftest import jsonl_bytes, upload_file
 from tests.processes import REPO_ROOT, service_environment, wait_for
 

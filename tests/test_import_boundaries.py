@@ -30,7 +30,7 @@ def test_packages_import_only_downward(package: str, forbidden: tuple[str, ...])
 
 
 def test_only_the_training_package_and_the_child_import_torch() -> None:
-    allowed = ("worker/training/", "worker/child.py", "worker/progress.py")
+    allowed = ("worker/training/", "worker/training_process.py", "worker/database_reporter.py")
     offenders = {
         (path, module)
         for package in ("api", "models", "worker", "cli")

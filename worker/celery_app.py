@@ -17,12 +17,12 @@ import logging
 from celery import Celery
 from celery.signals import worker_ready
 
-from models.queue import QueueName, broker_transport_options, is_embedded_broker
 from models.settings import Settings, get_settings
-from models.storage import ArtifactStore
+from models.storage.blobs import ArtifactStore
+from models.storage.broker import QueueName, broker_transport_options, is_embedded_broker
 from worker import runner
 from worker.reconciler import reconcile_jobs, remove_stale_temporaries, start_sweeper
-from worker.training.data_cache import DerivedDataCache
+from worker.training.speedups.data_cache import DerivedDataCache
 
 EMBEDDED_BROKER_POLL_SECONDS = 0.2
 logger = logging.getLogger(__name__)

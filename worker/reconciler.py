@@ -12,12 +12,13 @@ import logging
 import threading
 from datetime import timedelta
 
-from models import checkpoints, files, jobs, queue
-from models.artifacts import checkpoints_prefix
-from models.db import session_scope
-from models.storage import ArtifactStore
-from models.tables import utc_now
-from worker.training.data_cache import DerivedDataCache
+from models.services import checkpoints, dispatch, files, runs
+from models.storage import broker as queue
+from models.storage.blob_keys import checkpoints_prefix
+from models.storage.blobs import ArtifactStore
+from models.storage.database import session_scope
+from models.storage.tables import utc_now
+from worker.training.speedups.data_cache import DerivedDataCache
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +33,11 @@ def reconcile_jobs(database_url: str, broker_url: str, *, max_attempts: int) -> 
     """
     recovered = set(recover_lost_runs(database_url, broker_url, max_attempts=max_attempts))
     with session_scope(database_url) as session:
-        queued = [job_id for job_id in jobs.queued_job_ids(session) if job_id not in recovered]
+        queued = [job_id for job_id in dispatch.queued_job_ids(session) if job_id not in recovered]
     for job_id in queued:
         queue.enqueue_job_run(broker_url, job_id)
     with session_scope(database_url) as session:
-        jobs.mark_enqueued(session, queued)
+        dispatch.mark_enqueued(session, queued)
     if queued:
         logger.info("re-sent %d queued job(s) to the broker", len(queued))
 
@@ -53,14 +54,14 @@ def resend_lost_queued_jobs(database_url: str, broker_url: str, *, older_than_se
     """
     cutoff = utc_now() - timedelta(seconds=older_than_seconds)
     with session_scope(database_url) as session:
-        candidates = jobs.queued_job_ids_sent_before(session, cutoff)
-        queued = jobs.queued_job_count(session) if candidates else 0
+        candidates = dispatch.queued_job_ids_sent_before(session, cutoff)
+        queued = dispatch.queued_job_count(session) if candidates else 0
     if not candidates or queue.waiting_message_count(broker_url) >= queued:
         return []
     resent = []
     for job_id in candidates:
         with session_scope(database_url) as session:
-            if not jobs.claim_resend(session, job_id, cutoff):
+            if not dispatch.claim_resend(session, job_id, cutoff):
                 continue
         queue.enqueue_job_run(broker_url, job_id)
         resent.append(job_id)
@@ -72,7 +73,7 @@ def resend_lost_queued_jobs(database_url: str, broker_url: str, *, older_than_se
 def recover_lost_runs(database_url: str, broker_url: str, *, max_attempts: int) -> list[str]:
     """Re-queue runs whose lease expired and send each of them to the broker; returns their ids."""
     with session_scope(database_url) as session:
-        recovered = jobs.recover_lost_runs(session, max_attempts=max_attempts)
+        recovered = runs.recover_lost_runs(session, max_attempts=max_attempts)
     for job_id in recovered:
         logger.warning("job %s: its worker was lost; returned to the queue", job_id)
         queue.enqueue_job_run(broker_url, job_id)

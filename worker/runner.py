@@ -1,6 +1,6 @@
 """Running one job: claim it, supervise a training process, record how it ended.
 
-The Celery process never imports torch: training happens in a fresh interpreter (`worker.child`),
+The Celery process never imports torch: training happens in a fresh interpreter (`worker.training_process`),
 so CUDA is initialised only there, and a crash, an OOM kill or a cancel ends that process alone.
 """
 
@@ -27,20 +27,22 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from models import artifacts, checkpoints, files, jobs, queue, quotas
-from models.artifacts import ArtifactKind, checkpoints_prefix, run_outputs_prefix
-from models.db import (
+from models.errors import JobErrorCode
+from models.services import artifacts, checkpoints, dispatch, files, jobs, quotas, runs
+from models.services.artifacts import ArtifactKind
+from models.services.quotas import StorageQuotaExceeded
+from models.services.runs import JobFailure, LeaseState
+from models.settings import Settings
+from models.storage import broker as queue
+from models.storage.blob_keys import checkpoints_prefix, run_outputs_prefix
+from models.storage.blobs import ArtifactStore
+from models.storage.database import (
     MAX_RETRY_DELAY_SECONDS,
     TRANSACTION_ATTEMPTS,
     is_transient_database_error,
     run_transaction,
     session_scope,
 )
-from models.errors import JobErrorCode
-from models.jobs import JobFailure, LeaseState
-from models.quotas import StorageQuotaExceeded
-from models.settings import Settings
-from models.storage import ArtifactStore
 from worker.allocator import with_training_allocator
 from worker.lifeline import PARENT_PID_VARIABLE
 
@@ -108,11 +110,11 @@ def run_job(job_id: str, settings: RunnerSettings, stop_requested: Callable[[], 
         # worker's sweep re-sends it (worker.reconciler).
         logger.info("job %s not started: the worker is shutting down", job_id)
         return
-    # host:pid:token — the token makes the claim idempotent under a rerun (models.jobs.claim_job).
+    # host:pid:token — the token makes the claim idempotent under a rerun (models.services.runs.claim_job).
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
     attempt = run_transaction(
         settings.database_url,
-        lambda session: jobs.claim_job(session, job_id, owner=owner, lease_seconds=settings.lease_seconds),
+        lambda session: runs.claim_job(session, job_id, owner=owner, lease_seconds=settings.lease_seconds),
     )
     if attempt is None:
         logger.info("job %s is not queued; delivery ignored", job_id)
@@ -132,7 +134,7 @@ def run_job(job_id: str, settings: RunnerSettings, stop_requested: Callable[[], 
         # The worker's one catch-all: record the failure on the job, keep the traceback in the log.
         logger.exception("run of job %s (attempt %d) failed", job_id, attempt)
         with session_scope(settings.database_url) as session:
-            jobs.fail_job(
+            runs.fail_job(
                 session,
                 job_id,
                 attempt,
@@ -165,7 +167,7 @@ def supervise_training_process(
 
 TEMPLATE_FILE = "template.json"  # written beside the result: the template key of the run's base model
 
-# The training process started ahead for the next job (worker.child --standby), and the template
+# The training process started ahead for the next job (worker.training_process --standby), and the template
 # keys (task, base model, labels) of this worker's recent jobs, newest first, which it preloads.
 _standby: subprocess.Popen[bytes] | None = None
 _recent_templates: list[dict[str, Any]] = []
@@ -176,7 +178,7 @@ def start_standby(settings: RunnerSettings) -> None:
     global _standby
     if _standby is not None and _standby.poll() is None:
         return
-    command = [sys.executable, "-m", "worker.child", "--standby", json.dumps(_recent_templates)]
+    command = [sys.executable, "-m", "worker.training_process", "--standby", json.dumps(_recent_templates)]
     _standby = _start_training_process(command, settings)
 
 
@@ -202,7 +204,9 @@ def hand_job_to_training_process(job_arguments: list[str], settings: RunnerSetti
         if process is not None:
             logger.warning("the standby training process had exited (%s); starting another", process.returncode)
             _close_stdin(process)
-        process = _start_training_process([sys.executable, "-m", "worker.child", "--standby", "[]"], settings)
+        process = _start_training_process(
+            [sys.executable, "-m", "worker.training_process", "--standby", "[]"], settings
+        )
     assert process.stdin is not None
     try:
         # The hand-over time goes along: the job's time to first step counts from here.
@@ -279,7 +283,7 @@ def _wait_while_owning_job(
         try:
             lease = run_transaction(
                 settings.database_url,
-                lambda session: jobs.renew_lease(session, job_id, attempt, lease_seconds=settings.lease_seconds),
+                lambda session: runs.renew_lease(session, job_id, attempt, lease_seconds=settings.lease_seconds),
             )
             lease_valid_until = renewal_started + settings.lease_seconds
         except DBAPIError as error:
@@ -313,7 +317,7 @@ def record_run_end(job_id: str, attempt: int, result: ChildResult, settings: Run
     if result.interruption is Interruption.lost_job:
         logger.info("job %s attempt %d stopped: cancelled or taken over", job_id, attempt)
         store.delete(run_outputs_prefix(job_id, attempt))
-        if run_transaction(settings.database_url, lambda session: jobs.has_ended(session, job_id)):
+        if run_transaction(settings.database_url, lambda session: runs.has_ended(session, job_id)):
             # A checkpoint the run published just before it was stopped has no row for the
             # sweep's janitor to find; the job ended, so all of its resume state can go.
             store.delete(checkpoints_prefix(job_id))
@@ -338,9 +342,9 @@ def record_run_end(job_id: str, attempt: int, result: ChildResult, settings: Run
         step = int(payload.get("step", -1))
 
         def stop_run(session: Session) -> str:
-            if jobs.pause_is_requested(session, job_id):
-                return "paused" if jobs.pause_run(session, job_id, attempt, step=step) else "lost"
-            return "queued" if jobs.hand_back_job(session, job_id, attempt, step=step) else "lost"
+            if runs.pause_is_requested(session, job_id):
+                return "paused" if runs.pause_run(session, job_id, attempt, step=step) else "lost"
+            return "queued" if runs.hand_back_job(session, job_id, attempt, step=step) else "lost"
 
         outcome = run_transaction(settings.database_url, stop_run)
         store.delete(run_outputs_prefix(job_id, attempt))
@@ -362,7 +366,7 @@ def fail_run(job_id: str, attempt: int, failure: JobFailure, settings: RunnerSet
     failed, its checkpoints (a failed job never resumes; their rows go too, which the sweep would do)."""
     store = ArtifactStore(settings.artifact_root)
     store.delete(run_outputs_prefix(job_id, attempt))
-    if run_transaction(settings.database_url, lambda session: jobs.fail_job(session, job_id, attempt, failure)):
+    if run_transaction(settings.database_url, lambda session: runs.fail_job(session, job_id, attempt, failure)):
         store.delete(checkpoints_prefix(job_id))
         run_transaction(settings.database_url, lambda session: checkpoints.forget_checkpoints(session, job_id))
 
@@ -373,7 +377,7 @@ def send_again(job_id: str, settings: RunnerSettings) -> None:
     except queue.QueueUnavailable:
         logger.warning("job %s: broker unreachable; the sweep will send it", job_id)
         return
-    run_transaction(settings.database_url, lambda session: jobs.mark_enqueued(session, [job_id]))
+    run_transaction(settings.database_url, lambda session: dispatch.mark_enqueued(session, [job_id]))
 
 
 def publish_run(job_id: str, attempt: int, payload: dict[str, Any], settings: RunnerSettings) -> bool:
@@ -385,7 +389,7 @@ def publish_run(job_id: str, attempt: int, payload: dict[str, Any], settings: Ru
     manifest, results = payload["manifest"], payload["results"]
 
     def publish(session: Session) -> bool:
-        if jobs.succeeded_with_attempt(session, job_id, attempt):
+        if runs.succeeded_with_attempt(session, job_id, attempt):
             return True  # a rerun after a commit whose answer was lost with the connection
         result_file = files.create_result_file(
             session,
@@ -396,7 +400,7 @@ def publish_run(job_id: str, attempt: int, payload: dict[str, Any], settings: Ru
             sha256=results["sha256"],
             record_count=int(results["record_count"]),
         )
-        name = jobs.complete_job(
+        name = runs.complete_job(
             session, job_id, attempt, trained_tokens=int(payload["trained_tokens"]), result_files=[result_file.id]
         )
         if name is None:

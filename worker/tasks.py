@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from celery.worker import state as worker_state
 
-from models.queue import TaskName
 from models.settings import get_settings
+from models.storage.broker import TaskName
 from worker import runner
 from worker.celery_app import celery_app
 

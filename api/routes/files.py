@@ -12,10 +12,11 @@ from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
 from api.ranges import DOWNLOAD_RESPONSES, file_download
 from api.routing import SessionReleasingRoute
 from api.uploads import check_declared_size, receive_upload
-from models import files, quotas
-from models.data_formats import DataLimits
-from models.quotas import UploadCap
-from models.schemas import MAX_LIST_LIMIT, ErrorResponse, FileDeleted, FileRead, ListPage, UserText
+from models.services import files, quotas
+from models.services.quotas import UploadCap
+from models.tasks.text_classification import DataLimits
+from models.wire.common import MAX_LIST_LIMIT, ErrorResponse, ListPage, UserText
+from models.wire.files import FileDeleted, FileRead
 
 router = APIRouter(prefix="/v1/files", tags=["files"], route_class=SessionReleasingRoute)
 

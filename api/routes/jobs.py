@@ -15,22 +15,17 @@ from starlette.background import BackgroundTask
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep, get_bearer_key
 from api.ranges import DOWNLOAD_RESPONSES, file_download
 from api.routing import SessionReleasingRoute
-from models import artifacts, checkpoints, events, job_views, jobs, queue, quotas, tenants
-from models.db import run_read, session_scope
 from models.errors import InvalidRequest, ServiceUnavailable
-from models.read_pool import AsyncReadPool
-from models.schemas import (
-    MAX_LIST_LIMIT,
-    CheckpointRead,
-    ErrorResponse,
-    EventRead,
-    JobCreate,
-    JobRead,
-    ListPage,
-    UserText,
-)
+from models.services import artifacts, checkpoints, dispatch, events, job_reads, job_views, jobs, quotas, tenants
 from models.settings import Settings
+from models.storage import broker as queue
+from models.storage.database import run_read, session_scope
+from models.storage.read_pool import AsyncReadPool
 from models.unicode_text import unstorable_text_fault
+from models.wire.checkpoints import CheckpointRead
+from models.wire.common import MAX_LIST_LIMIT, ErrorResponse, ListPage, UserText
+from models.wire.events import EventRead
+from models.wire.jobs import JobCreate, JobRead
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], route_class=SessionReleasingRoute)
@@ -39,9 +34,9 @@ LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)]
 EventLimitQuery = Annotated[int, Query(ge=1, le=events.MAX_EVENT_PAGE_LIMIT)]
 
 # Every response of a mutating route is built before its commit: once the change is committed,
-# nothing may fail, or a client told "error" would retry a change that happened (models.job_views).
+# nothing may fail, or a client told "error" would retry a change that happened (models.services.job_views).
 
-# Creating or resuming a job takes a slot of the tenant's max_active_jobs quota (models.quotas).
+# Creating or resuming a job takes a slot of the tenant's max_active_jobs quota (models.services.quotas).
 AT_JOB_QUOTA: dict[str, Any] = {
     "model": ErrorResponse,
     "description": "The tenant is at its max_active_jobs quota",
@@ -86,7 +81,7 @@ def create_fine_tuning_job(
         # After the commit, so a worker that receives the id finds the row.
         queue.enqueue_job_run(settings.broker_url, created.id)
     except queue.QueueUnavailable as error:
-        failed = jobs.fail_unsent_job(session, created.id)
+        failed = dispatch.fail_unsent_job(session, created.id)
         if not failed:  # a worker took it in the meantime
             session.refresh(job)
             created = job_views.job_read(job)
@@ -132,7 +127,7 @@ def list_fine_tuning_jobs(
 async def retrieve_fine_tuning_job(job_id: str, request: Request) -> Response:
     """The most polled route, kept lean: one connection and one statement for key and job.
 
-    On PostgreSQL the statement is awaited on the event loop (models.read_pool); on SQLite it runs
+    On PostgreSQL the statement is awaited on the event loop (models.storage.read_pool); on SQLite it runs
     in one thread hop. The key is read from the header here rather than through a dependency, and
     the body is serialized from the JobRead just built; the Response is sent as it is, where a
     returned model would be validated again. The read writes nothing: a key's stale last use is
@@ -142,12 +137,12 @@ async def retrieve_fine_tuning_job(job_id: str, request: Request) -> Response:
     read_pool: AsyncReadPool | None = request.app.state.read_pool
     settings: Settings = request.app.state.settings
     if read_pool is not None:
-        keyed = await read_pool.run(lambda connection: jobs.read_job_for_key(connection, key, job_id))
+        keyed = await read_pool.run(lambda connection: job_reads.read_job_for_key(connection, key, job_id))
         body, key_use_to_note = job_views.job_body(keyed.job), keyed.key_use_to_note
     else:
 
         def read_job(connection: Connection) -> tuple[bytes, str | None]:
-            keyed = jobs.get_job_for_key(connection, key, job_id)
+            keyed = job_reads.get_job_for_key(connection, key, job_id)
             return job_views.job_body(keyed.job), keyed.key_use_to_note
 
         body, key_use_to_note = await anyio.to_thread.run_sync(
@@ -222,7 +217,7 @@ def resume_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDe
         except queue.QueueUnavailable:
             # The job stays queued and keeps its checkpoint; the workers' sweep sends it once the
             # broker is back (worker.reconciler), so the user's progress is never thrown away.
-            jobs.mark_unsent(session, job.id)
+            dispatch.mark_unsent(session, job.id)
             session.commit()
     return resumed
 

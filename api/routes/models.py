@@ -6,9 +6,10 @@ from fastapi import APIRouter
 
 from api.deps import SessionDep, TenantDep
 from api.routing import SessionReleasingRoute
-from models import catalog, jobs
 from models.errors import NotFound
-from models.schemas import ListPage, ModelRead
+from models.services import catalog, fine_tuned_models
+from models.wire.common import ListPage
+from models.wire.model_objects import ModelRead
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=SessionReleasingRoute)
 
@@ -16,14 +17,14 @@ router = APIRouter(prefix="/v1/models", tags=["models"], route_class=SessionRele
 @router.get("")
 def list_models(tenant_id: TenantDep, session: SessionDep) -> ListPage[ModelRead]:
     base = [ModelRead.from_base_model(row) for row in catalog.list_base_models(session)]
-    tuned = [ModelRead.from_fine_tuned_job(job) for job in jobs.list_fine_tuned_models(session, tenant_id)]
+    tuned = [ModelRead.from_fine_tuned_job(job) for job in fine_tuned_models.list_fine_tuned_models(session, tenant_id)]
     return ListPage[ModelRead].of(base + tuned)
 
 
 @router.get("/{model_id:path}")
 def retrieve_model(model_id: str, tenant_id: TenantDep, session: SessionDep) -> ModelRead:
     if model_id.startswith("ft:"):
-        return ModelRead.from_fine_tuned_job(jobs.get_fine_tuned_model(session, tenant_id, model_id))
+        return ModelRead.from_fine_tuned_job(fine_tuned_models.get_fine_tuned_model(session, tenant_id, model_id))
     try:
         return ModelRead.from_base_model(catalog.get_base_model(session, model_id))
     except NotFound:

@@ -7,10 +7,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from models import tenants
-from models.db import session_scope
+from models.services import tenants
 from models.settings import Settings
-from models.tables import ApiKey, Tenant, utc_now
+from models.storage.database import session_scope
+from models.storage.tables import ApiKey, Tenant, utc_now
 from tests.conftest import jsonl_bytes, upload_file
 
 ROWS = [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}]

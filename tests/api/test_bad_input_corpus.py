@@ -14,7 +14,7 @@ from models.settings import Settings
 from tests.conftest import TINY_BERT_ID, jsonl_bytes, upload_file
 
 MIB = 1024 * 1024
-MAX_RECORD_BYTES = MIB  # the cap models/data_formats.py puts on one JSONL line or CSV row
+MAX_RECORD_BYTES = MIB  # the cap models/tasks/text_classification.py puts on one JSONL line or CSV row
 ROWS: list[dict[str, object]] = [
     {"text": f"sample {i}", "label": "positive" if i % 2 else "negative"} for i in range(40)
 ]

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from models import tenants
-from models.db import session_scope
+from models.services import tenants
 from models.settings import Settings
+from models.storage.database import session_scope
 from tests.conftest import jsonl_bytes, upload_file
 from tests.live_api import running_api
 

@@ -17,9 +17,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from models import tenants
-from models.db import session_scope
+from models.services import tenants
 from models.settings import Settings
+from models.storage.database import session_scope
 from tests.conftest import make_tenant_key
 from tests.live_api import (
     BOUNDARY,

@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from models import jobs
+from models.services import jobs
 
 
 def raising(error: Exception) -> object:

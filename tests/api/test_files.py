@@ -8,8 +8,8 @@ from fastapi.testclient import TestClient
 
 import api.routes.files
 from api.main import create_app
-from models import files
 from models.errors import InvalidRequest
+from models.services import files
 from models.settings import Settings
 from tests.conftest import SHARED_DATA, jsonl_bytes, upload_file
 

@@ -14,9 +14,9 @@ from openai.types.fine_tuning import FineTuningJob
 from sqlalchemy import func, select
 
 from api.main import create_app
-from models.db import session_scope
 from models.settings import Settings
-from models.tables import Job
+from models.storage.database import session_scope
+from models.storage.tables import Job
 from tests.conftest import jsonl_bytes, upload_file
 
 EXAMPLES = 200  # about 5 s on two cores

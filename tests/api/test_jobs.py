@@ -7,12 +7,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from api.main import create_app
-from models import events
-from models.db import session_scope
 from models.hyperparameters import STRATEGY_DEFAULTS
-from models.schemas import StrategyType
+from models.services import events
 from models.settings import Settings
-from models.tables import JobEvent, utc_now
+from models.storage.database import session_scope
+from models.storage.tables import JobEvent, utc_now
+from models.strategies.names import StrategyType
 from tests.conftest import jsonl_bytes, upload_file
 
 ROWS = [{"text": f"sample {i}", "label": "positive" if i % 2 else "negative"} for i in range(40)]

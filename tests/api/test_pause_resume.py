@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from api.main import create_app
-from models import events, jobs
-from models.db import session_scope
+from models.services import events, runs
 from models.settings import Settings
-from models.tables import Job, JobEvent, Tenant, utc_now
+from models.storage.database import session_scope
+from models.storage.tables import Job, JobEvent, Tenant, utc_now
 from tests.conftest import jsonl_bytes, upload_file
 
 ROWS = [{"text": f"t{i}", "label": "a" if i % 2 else "b"} for i in range(8)]
@@ -41,7 +41,7 @@ def events_of(client: TestClient, auth: dict[str, str], job_id: str) -> list[dic
 
 def claim(settings: Settings, job_id: str) -> int:
     with session_scope(settings.database_url) as session:
-        attempt = jobs.claim_job(session, job_id, owner="test:1", lease_seconds=30)
+        attempt = runs.claim_job(session, job_id, owner="test:1", lease_seconds=30)
     assert attempt is not None
     return attempt
 
@@ -63,8 +63,8 @@ def test_a_running_job_is_asked_to_pause_and_its_run_sees_the_request(
     response = post(client, auth, job_id, "pause")
     assert response.status_code == 200 and response.json()["status"] == "running"
     with session_scope(settings.database_url) as session:
-        assert jobs.renew_lease(session, job_id, attempt, lease_seconds=30) is jobs.LeaseState.pause_requested
-        assert jobs.pause_run(session, job_id, attempt, step=7)
+        assert runs.renew_lease(session, job_id, attempt, lease_seconds=30) is runs.LeaseState.pause_requested
+        assert runs.pause_run(session, job_id, attempt, step=7)
     job = client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth).json()
     assert job["status"] == "paused"
     events = client.get(f"/v1/fine_tuning/jobs/{job_id}/events", headers=auth).json()["data"]
@@ -78,7 +78,7 @@ def test_resuming_a_running_job_withdraws_its_pause_request(
     post(client, auth, job_id, "pause")
     assert post(client, auth, job_id, "resume").json()["status"] == "running"
     with session_scope(settings.database_url) as session:
-        assert jobs.renew_lease(session, job_id, attempt, lease_seconds=30) is jobs.LeaseState.held
+        assert runs.renew_lease(session, job_id, attempt, lease_seconds=30) is runs.LeaseState.held
 
 
 def test_resume_of_a_job_that_is_not_paused_is_409(client: TestClient, auth: dict[str, str], job_id: str) -> None:
@@ -101,7 +101,7 @@ def test_a_job_that_ended_can_be_neither_paused_nor_resumed(
         post(client, auth, job_id, "cancel")
     else:
         with session_scope(settings.database_url) as session:
-            jobs.fail_job(session, job_id, None, jobs.JobFailure("internal_error", "boom"))
+            runs.fail_job(session, job_id, None, runs.JobFailure("internal_error", "boom"))
     assert post(client, auth, job_id, "pause").status_code == 409
     assert post(client, auth, job_id, "resume").status_code == 409
 
@@ -161,7 +161,7 @@ def test_a_second_pause_while_one_is_pending_answers_the_job_and_writes_nothing(
     assert (again.status_code, again.json()["status"]) == (200, "running")
     assert events_of(client, auth, job_id) == logged
     with session_scope(settings.database_url) as session:
-        assert jobs.pause_run(session, job_id, attempt, step=7)
+        assert runs.pause_run(session, job_id, attempt, step=7)
     logged = events_of(client, auth, job_id)
     once_paused = post(client, auth, job_id, "pause")
     assert (once_paused.status_code, once_paused.json()["status"]) == (200, "paused")
@@ -194,7 +194,7 @@ def test_a_pause_request_names_the_step_the_run_had_reached(
 ) -> None:
     attempt = claim(settings, job_id)
     with session_scope(settings.database_url) as session:
-        jobs.record_progress(
+        runs.record_progress(
             session, job_id, attempt, progress={"step": 173, "total_steps": 189, "epoch": 2, "percent": 91.5}
         )
     post(client, auth, job_id, "pause")
@@ -210,12 +210,12 @@ def test_a_pause_that_arrives_as_the_run_finishes_is_reported_and_the_job_succee
 ) -> None:
     attempt = claim(settings, job_id)
     with session_scope(settings.database_url) as session:
-        jobs.record_progress(
+        runs.record_progress(
             session, job_id, attempt, progress={"step": 173, "total_steps": 189, "epoch": 2, "percent": 91.5}
         )
     assert post(client, auth, job_id, "pause").json()["status"] == "running"
     with session_scope(settings.database_url) as session:
-        assert jobs.complete_job(session, job_id, attempt, trained_tokens=10) is not None
+        assert runs.complete_job(session, job_id, attempt, trained_tokens=10) is not None
     assert client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth).json()["status"] == "succeeded"
     [dropped] = [e for e in events_of(client, auth, job_id) if e["level"] == "warn"]
     assert dropped["message"] == (
@@ -274,7 +274,7 @@ def test_control_requests_beyond_the_per_minute_limit_are_429_and_write_nothing(
     job = limited_client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth).json()
     assert job["status"] == "running"
     with session_scope(settings.database_url) as session:
-        assert jobs.pause_is_requested(session, job_id) == (refused == "resume")
+        assert runs.pause_is_requested(session, job_id) == (refused == "resume")
 
 
 def test_a_job_can_always_be_cancelled_even_at_the_control_limit(
@@ -302,7 +302,7 @@ def test_requests_that_would_change_nothing_are_answered_as_usual_at_the_control
     assert (again.status_code, again.json()["status"]) == (200, "running")
     assert post(limited_client, auth, job_id, "resume").status_code == 429  # it would withdraw the pending pause
     with session_scope(settings.database_url) as session:
-        jobs.fail_job(session, job_id, None, jobs.JobFailure("internal_error", "The worker hit an internal error."))
+        runs.fail_job(session, job_id, None, runs.JobFailure("internal_error", "The worker hit an internal error."))
     for action in ("pause", "resume", "cancel"):
         response = post(limited_client, auth, job_id, action)
         assert (response.status_code, response.json()["error"]["code"]) == (409, "invalid_state")

@@ -15,12 +15,12 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from models import artifacts, checkpoints, jobs, quotas, tenants
-from models.artifacts import ArtifactKind
-from models.db import session_scope
-from models.quotas import Quota
+from models.services import artifacts, checkpoints, quotas, runs, tenants
+from models.services.artifacts import ArtifactKind
+from models.services.quotas import Quota
 from models.settings import Settings
-from models.tables import BaseModel
+from models.storage.database import session_scope
+from models.storage.tables import BaseModel
 from tests.conftest import jsonl_bytes, upload_file
 
 SERVICE_MAX_ACTIVE_JOBS = 2
@@ -330,7 +330,7 @@ def test_a_tenant_at_its_storage_quota_does_not_limit_another_tenant(
 
 # Jobs within max_stored_bytes: refused at creation (413) when their estimated peak does not fit
 
-# all-MiniLM-L6-v2 (models.storage_estimates): 22,713,216 parameters. Under `full` a checkpoint holds
+# all-MiniLM-L6-v2 (models.services.storage_estimates): 22,713,216 parameters. Under `full` a checkpoint holds
 # them three times in float32 (weights, AdamW's two moments) plus 12 KiB: 272,570,880 bytes; three
 # epochs keep three. The weights archive: 4 bytes a parameter, 90,852,864 bytes.
 MINILM_FULL_CHECKPOINT_BYTES = 272_570_880
@@ -386,14 +386,14 @@ def test_a_paused_jobs_checkpoints_count_until_it_is_cancelled(
     content = jsonl_bytes(ROWS)
     job_id = create_job(client, auth, training_file).json()["id"]
     with session_scope(settings.database_url) as session:
-        attempt = jobs.claim_job(session, job_id, owner="w:1:t", lease_seconds=30)
+        attempt = runs.claim_job(session, job_id, owner="w:1:t", lease_seconds=30)
         assert attempt is not None
         checkpoints.record_checkpoint(
             session, job_id, attempt, step=8, epoch=1, metrics={}, blob_key="k", size_bytes=273_000_000
         )
     assert client.post(f"/v1/fine_tuning/jobs/{job_id}/pause", headers=auth).status_code == 200
     with session_scope(settings.database_url) as session:
-        assert jobs.pause_run(session, job_id, attempt, step=8)
+        assert runs.pause_run(session, job_id, attempt, step=8)
     set_quota(settings, "acme", Quota.max_stored_bytes, 250_000)
 
     upload = post_upload(client, auth, content, sent="chunked")

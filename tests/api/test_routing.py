@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from api.main import create_app
 from api.routes import files, jobs, models
 from api.routing import SessionReleasingRoute, release_sessions_on_return
-from models import db
 from models.settings import Settings
+from models.storage import database as db
 
 
 def test_every_route_of_the_api_releases_its_session() -> None:

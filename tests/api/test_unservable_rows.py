@@ -15,11 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from models import events, jobs
-from models.db import session_scope
 from models.ids import IdPrefix, new_id
+from models.services import events, runs
 from models.settings import Settings
-from models.tables import Checkpoint, Job, JobEvent
+from models.storage.database import session_scope
+from models.storage.tables import Checkpoint, Job, JobEvent
 
 LONE = "\ud800"
 REPLACED = "\ufffd"
@@ -58,7 +58,7 @@ def test_jobs_list_leaves_out_a_row_that_cannot_be_built_and_logs_why(
 ) -> None:
     older, bad, newer = new_job(), new_job(), new_job()
     damage(settings, bad, hyperparameters={"n_epochs": 3})  # the other six fields are missing
-    with caplog.at_level(logging.ERROR, logger="models.job_views"):
+    with caplog.at_level(logging.ERROR, logger="models.services.job_views"):
         assert listed_ids(client, auth) == [newer, older]
     assert [record.getMessage().split(":")[0] for record in caplog.records] == [f"Job {bad} cannot be shown"]
 
@@ -180,5 +180,5 @@ def test_a_pause_of_a_running_job_whose_row_holds_lone_surrogates_is_answered(
     job_id = new_job()
     damage(settings, job_id, label_names=[f"a{LONE}", "b"])
     with session_scope(settings.database_url) as session:
-        assert jobs.claim_job(session, job_id, owner="test:1", lease_seconds=30) == 1
+        assert runs.claim_job(session, job_id, owner="test:1", lease_seconds=30) == 1
     assert client.post(f"/v1/fine_tuning/jobs/{job_id}/pause", headers=auth).json()["labels"] == [f"a{REPLACED}", "b"]

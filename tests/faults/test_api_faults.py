@@ -15,11 +15,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from models import tenants
-from models.db import session_scope
+from models.services import tenants
 from models.settings import Settings
-from models.storage import ArtifactStore
-from models.tables import File
+from models.storage.blobs import ArtifactStore
+from models.storage.database import session_scope
+from models.storage.tables import File
 from tests.conftest import jsonl_bytes, make_tenant_key
 from tests.live_api import MULTIPART_CONTENT_TYPE, multipart_head, multipart_tail, running_api, tree_size_bytes
 from tests.processes import running_worker, wait_for

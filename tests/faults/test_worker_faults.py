@@ -17,9 +17,9 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import load
 
-from models.db import session_scope
 from models.settings import Settings
-from models.tables import Job, utc_now
+from models.storage.database import session_scope
+from models.storage.tables import Job, utc_now
 from tests.processes import REPO_ROOT, running_worker, training_processes, wait_for
 
 pytestmark = pytest.mark.fault

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from migrations.apply import upgrade_to_head
-from models.db import close_engine
 from models.settings import Settings
+from models.storage.database import close_engine
 
 
 def server_url(variable: str, scheme: str) -> str:

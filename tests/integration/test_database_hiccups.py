@@ -15,9 +15,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from migrations.apply import upgrade_to_head
-from models import tenants
-from models.db import close_engine, run_transaction
-from models.tables import Tenant
+from models.services import tenants
+from models.storage.database import close_engine, run_transaction
+from models.storage.tables import Tenant
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
@@ -57,7 +57,7 @@ def tenant_names(postgres_url: str) -> list[str]:
 
 
 def retry_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [record.getMessage() for record in caplog.records if record.name == "models.db"]
+    return [record.getMessage() for record in caplog.records if record.name == "models.storage.database"]
 
 
 def test_a_connection_dropped_while_idle_is_replaced_before_use(
@@ -66,7 +66,7 @@ def test_a_connection_dropped_while_idle_is_replaced_before_use(
     run_transaction(proxied_url, add_tenant("before"))
     assert proxy.accepted == 1  # one pooled connection, now idle
     proxy.drop_connections()
-    with caplog.at_level(logging.WARNING, logger="models.db"):
+    with caplog.at_level(logging.WARNING, logger="models.storage.database"):
         run_transaction(proxied_url, add_tenant("after"), attempts=1)  # one attempt: pool_pre_ping, not a retry
     assert proxy.accepted == 2
     assert retry_warnings(caplog) == []
@@ -88,7 +88,7 @@ def test_a_connection_dropped_mid_transaction_reruns_the_unit_which_commits_once
         session.execute(text("SELECT 1"))
         return tenant_id
 
-    with caplog.at_level(logging.WARNING, logger="models.db"):
+    with caplog.at_level(logging.WARNING, logger="models.storage.database"):
         run_transaction(proxied_url, add_tenant_losing_the_connection_once, first_delay=0.01)
     assert calls == 2
     warnings = retry_warnings(caplog)
@@ -106,7 +106,7 @@ def test_a_transaction_issued_during_an_outage_commits_once_the_server_is_back(
     outage_end = threading.Timer(OUTAGE_SECONDS, proxy.accept_connections)
     outage_end.start()
     try:
-        with caplog.at_level(logging.WARNING, logger="models.db"):
+        with caplog.at_level(logging.WARNING, logger="models.storage.database"):
             # Waits of 0.1, 0.2, 0.4, 0.8, 1, 1, 1 s × 0.5–1.0: at least 2.25 s in all, longer than the outage.
             run_transaction(proxied_url, add_tenant("during"), attempts=8, first_delay=0.1, max_delay=1.0)
     finally:

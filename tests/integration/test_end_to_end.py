@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from transformers import pipeline
 
 from api.main import create_app
-from models import catalog
-from models.db import session_scope
+from models.services import catalog
 from models.settings import Settings
+from models.storage.database import session_scope
 from tests.conftest import jsonl_bytes, make_tenant_key, sample_rows
 from tests.processes import running_worker, wait_for
 

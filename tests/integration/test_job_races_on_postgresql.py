@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.settings import Settings
-from tests.models.test_jobs import (  # noqa: F401 - collected here again, against PostgreSQL
+from tests.models.services.test_jobs import (  # noqa: F401 - collected here again, against PostgreSQL
     test_a_run_that_lost_its_job_can_no_longer_write,
     test_cancel_racing_completion_ends_in_exactly_one_final_state,
     test_two_workers_claiming_at_once_yield_exactly_one_run,

@@ -1,4 +1,4 @@
-"""The job GET on PostgreSQL, where it is awaited on the event loop through models.read_pool.
+"""The job GET on PostgreSQL, where it is awaited on the event loop through models.storage.read_pool.
 
 The route's tests from tests/api run here again against PostgreSQL, and the pool's own behaviour is
 pinned down: the same body as a session's read, a dropped connection read again, an outage a 503.
@@ -18,12 +18,13 @@ from sqlalchemy.engine import make_url
 
 from api.main import create_app
 from api.routes import jobs as job_routes
-from models import read_pool, tenants
-from models.db import READ_POOL_SIZE, session_scope
-from models.read_pool import READ_POOL_APPLICATION_NAME
-from models.schemas import JobRead
+from models.services import tenants
 from models.settings import Settings
-from models.tables import Job, utc_now
+from models.storage import read_pool
+from models.storage.database import READ_POOL_SIZE, session_scope
+from models.storage.read_pool import READ_POOL_APPLICATION_NAME
+from models.storage.tables import Job, utc_now
+from models.wire.jobs import JobRead
 from tests.api.test_auth import (  # noqa: F401 - collected here again, against PostgreSQL
     test_a_job_get_records_the_keys_last_use_at_most_once_a_minute,
     test_a_revoked_key_stops_reading_jobs_at_once,
@@ -119,7 +120,7 @@ def test_reads_whose_connections_the_server_dropped_are_answered(
     wait_for(lambda: len(pool_backends(settings, "pid")) == READ_POOL_SIZE, timeout=10, what="the pool to fill")
     terminated = pool_backends(settings, "pg_terminate_backend(pid)")
     assert len(terminated) == READ_POOL_SIZE  # the pool's connections, killed as a server restart would
-    with caplog.at_level(logging.WARNING, logger="models.read_pool"):
+    with caplog.at_level(logging.WARNING, logger="models.storage.blobs.read_pool"):
         responses = [client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=auth) for _ in range(3)]
     assert [response.status_code for response in responses] == [200, 200, 200]
     assert any("dropped" in record.getMessage() for record in caplog.records)

@@ -8,8 +8,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from migrations.apply import downgrade_to_base, upgrade_to_head
-from models.db import close_engine, get_engine
-from models.tables import Base
+from models.storage.database import close_engine, get_engine
+from models.storage.tables import Base
 
 TABLES = {
     "tenants",

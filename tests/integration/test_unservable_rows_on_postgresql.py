@@ -1,4 +1,4 @@
-"""Damaged job rows on PostgreSQL, where the job GET reads through models.read_pool rather than a thread.
+"""Damaged job rows on PostgreSQL, where the job GET reads through models.storage.read_pool rather than a thread.
 
 The API tests of tests/api/test_unservable_rows.py run here again: the GET's pool path must repair
 or refuse a row exactly as the threaded path does, and PostgreSQL's `json` columns keep the

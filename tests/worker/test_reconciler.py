@@ -7,11 +7,12 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from models import checkpoints, jobs, queue
-from models.db import session_scope
+from models.services import checkpoints, jobs, runs
 from models.settings import Settings
-from models.storage import ArtifactStore
-from models.tables import Job, utc_now
+from models.storage import broker as queue
+from models.storage.blobs import ArtifactStore
+from models.storage.database import session_scope
+from models.storage.tables import Job, utc_now
 from worker.reconciler import remove_checkpoints_of_ended_jobs, resend_lost_queued_jobs
 
 
@@ -72,7 +73,7 @@ def checkpoint_a_run(settings: Settings, job_id: str) -> str:
     (settings.artifacts / key).mkdir(parents=True)
     (settings.artifacts / key / "COMPLETE").write_text("")
     with session_scope(settings.database_url) as session:
-        assert jobs.claim_job(session, job_id, owner="w:1:t", lease_seconds=30) == 1
+        assert runs.claim_job(session, job_id, owner="w:1:t", lease_seconds=30) == 1
         checkpoints.record_checkpoint(session, job_id, 1, step=4, epoch=0, metrics={}, blob_key=key, kind="stop")
     return key
 
@@ -86,7 +87,7 @@ def test_the_checkpoints_of_a_cancelled_job_are_cleared_and_a_paused_jobs_are_ke
     with session_scope(settings.database_url) as session:
         tenant_id = session.get(Job, cancelled).tenant_id  # type: ignore[union-attr]
         jobs.cancel_job(session, tenant_id, cancelled)
-        assert jobs.pause_run(session, paused, 1, step=4)
+        assert runs.pause_run(session, paused, 1, step=4)
     store = ArtifactStore(settings.artifacts)
     assert remove_checkpoints_of_ended_jobs(settings.database_url, store) == [cancelled]
     assert not store.exists(cancelled_key) and store.exists(paused_key)

@@ -11,14 +11,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from models import checkpoints, jobs, queue, quotas
-from models.artifacts import checkpoints_prefix, results_blob_key, weights_blob_key
-from models.db import session_scope
-from models.quotas import Quota
+from models.services import checkpoints, jobs, quotas, runs
+from models.services.quotas import Quota
 from models.settings import Settings
 from models.states import JobStatus
-from models.storage import ArtifactStore
-from models.tables import Checkpoint, File, Job, ResultArtifact, Tenant
+from models.storage import broker as queue
+from models.storage.blob_keys import checkpoints_prefix, results_blob_key, weights_blob_key
+from models.storage.blobs import ArtifactStore
+from models.storage.database import session_scope
+from models.storage.tables import Checkpoint, File, Job, ResultArtifact, Tenant
 from tests.conftest import jsonl_bytes, upload_file
 from tests.worker.training.conftest import sentiment_rows
 from worker import runner
@@ -29,7 +30,7 @@ from worker.runner import ChildResult, Interruption, RunnerSettings, record_run_
 def running_job(settings: Settings, new_job: Callable[[], str]) -> tuple[str, int]:
     job_id = new_job()
     with session_scope(settings.database_url) as session:
-        attempt = jobs.claim_job(session, job_id, owner="w:1:t", lease_seconds=30)
+        attempt = runs.claim_job(session, job_id, owner="w:1:t", lease_seconds=30)
     assert attempt is not None
     return job_id, attempt
 
@@ -112,20 +113,20 @@ def test_a_late_write_of_an_old_run_cannot_move_a_job_that_was_paused_since(
     job_id, attempt = running_job
     request_pause(settings, job_id)
     with session_scope(settings.database_url) as session:
-        assert jobs.pause_run(session, job_id, attempt, step=5)
+        assert runs.pause_run(session, job_id, attempt, step=5)
     with session_scope(settings.database_url) as session:  # e.g. a rerun after a lost commit
-        assert not jobs.hand_back_job(session, job_id, attempt, step=5)
-        assert not jobs.fail_job(session, job_id, attempt, jobs.JobFailure("internal_error", "late"))
+        assert not runs.hand_back_job(session, job_id, attempt, step=5)
+        assert not runs.fail_job(session, job_id, attempt, runs.JobFailure("internal_error", "late"))
     assert job_row(settings, job_id).status == JobStatus.paused
 
 
 def test_a_lost_run_whose_pause_was_requested_ends_paused(settings: Settings, new_job: Callable[[], str]) -> None:
     job_id = new_job()
     with session_scope(settings.database_url) as session:
-        assert jobs.claim_job(session, job_id, owner="gone:1:t", lease_seconds=0) == 1
+        assert runs.claim_job(session, job_id, owner="gone:1:t", lease_seconds=0) == 1
     request_pause(settings, job_id)
     with session_scope(settings.database_url) as session:
-        assert jobs.recover_lost_runs(session, max_attempts=3) == []
+        assert runs.recover_lost_runs(session, max_attempts=3) == []
     job = job_row(settings, job_id)
     assert (job.status, job.lost_runs, job.pause_requested_at) == ("paused", 1, None)
 

@@ -14,17 +14,17 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from models.db import session_scope
 from models.settings import Settings
-from models.tables import File
+from models.storage.database import session_scope
+from models.storage.tables import File
 from tests.conftest import jsonl_bytes, upload_file
 from tests.processes import wait_for
 from tests.worker.training.conftest import sentiment_rows
 from worker import runner
 from worker.allocator import TRAINING_ALLOCATOR_ENVIRONMENT
-from worker.child import EXIT_FAILED, EXIT_STOPPED
 from worker.reconciler import purge_derived_data
-from worker.training.data_cache import DerivedDataCache
+from worker.training.speedups.data_cache import DerivedDataCache
+from worker.training_process import EXIT_FAILED, EXIT_STOPPED
 
 
 @pytest.fixture

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from models import catalog, jobs, queue
-from models.db import session_scope
+from models.services import catalog, runs
 from models.settings import Settings
-from models.tables import Job
+from models.storage import broker as queue
+from models.storage.database import session_scope
+from models.storage.tables import Job
 from tests.conftest import jsonl_bytes, upload_file
 from tests.processes import running_worker, training_processes, wait_for
 from tests.worker.training.conftest import sentiment_rows
@@ -105,11 +106,11 @@ def test_a_second_job_on_a_warm_worker_reuses_its_base_model_and_cached_features
         "hyperparameters": {"n_epochs": 1, "batch_size": 16},
     }
     first, second = [], []
-    for runs in (first, second):
+    for run_records in (first, second):
         job_id = client.post("/v1/fine_tuning/jobs", headers=auth, json=body).json()["id"]
         job = wait_for_status(client, auth, job_id, "succeeded", timeout=120)
         events = client.get(f"/v1/fine_tuning/jobs/{job_id}/events?limit=100", headers=auth).json()["data"]
-        runs.extend([job, [e["message"] for e in events], [e["data"] or {} for e in events]])
+        run_records.extend([job, [e["message"] for e in events], [e["data"] or {} for e in events]])
 
     first_features = next(d for d in first[2] if "frozen_features" in d and "from_cache" in d)
     second_features = next(d for d in second[2] if "frozen_features" in d and "from_cache" in d)
@@ -224,7 +225,7 @@ def test_a_starting_worker_requeues_a_run_whose_worker_died(
 ) -> None:
     job_id = create_job(client, auth, tiny_bert, hyperparameters={"n_epochs": 1})
     with session_scope(settings.database_url) as session:  # a worker that claimed it, then vanished
-        assert jobs.claim_job(session, job_id, owner="gone:1", lease_seconds=0) == 1
+        assert runs.claim_job(session, job_id, owner="gone:1", lease_seconds=0) == 1
     with running_worker(settings, tmp_path / "worker.log"):
         job = wait_for_status(client, auth, job_id, "succeeded", timeout=90)
     assert job["attempt"] == 2

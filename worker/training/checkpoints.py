@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.artifacts import checkpoints_prefix
-from models.storage import ArtifactStore
+from models.storage.blob_keys import checkpoints_prefix
+from models.storage.blobs import ArtifactStore
 
 TRAINABLE_WEIGHTS = "trainable.safetensors"
 OPTIMIZER_STATE = "optimizer.pt"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.data_formats import DataFormat
 from models.hyperparameters import ResolvedHyperparameters, ResolvedStrategy
-from models.schemas import Task
-from models.tables import BaseModel, File, Job
+from models.storage.tables import BaseModel, File, Job
+from models.tasks.names import Task
+from models.tasks.text_classification import DataFormat
 
 
 @dataclass(frozen=True)

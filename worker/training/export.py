@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from models.storage import ArtifactStore, sha256_of_file
+from models.storage.blobs import ArtifactStore, sha256_of_file
 
 
 @dataclass(frozen=True)

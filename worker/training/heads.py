@@ -12,12 +12,12 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from models.data_formats import iter_records
-from models.schemas import Task
+from models.tasks.names import Task
+from models.tasks.text_classification import iter_records
 from worker.training.config import DataFile, TrainingConfig
 from worker.training.examples import TokenisedExamples, from_lists
 from worker.training.metrics import accuracy, macro_f1
-from worker.training.model_pool import Template, TemplateKey, new_module_names
+from worker.training.speedups.model_pool import Template, TemplateKey, new_module_names
 
 
 class TaskAdapter(Protocol):

@@ -17,7 +17,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from models.errors import JobErrorCode
-from models.storage import ArtifactStore
+from models.storage.blobs import ArtifactStore
 from worker.training.accelerator import Accelerator
 from worker.training.batching import length_grouped_batches, length_sorted_batches
 from worker.training.checkpoints import (
@@ -27,21 +27,21 @@ from worker.training.checkpoints import (
     restore_random_generators,
     save_checkpoint,
 )
-from worker.training.collector import long_lived_objects_frozen
 from worker.training.config import DataFile, TrainingConfig
 from worker.training.examples import Batch, TokenisedExamples
 from worker.training.export import ExportManifest, export_model_archive
-from worker.training.frozen_features import BoundaryFeatures, FeaturePath, FrozenPrefix
 from worker.training.heads import TASKS, TaskAdapter
-from worker.training.model_pool import ModelPool, TemplateKey, job_network
-from worker.training.prepared_data import (
+from worker.training.reporting import StepProgress, TrainingFailure, TrainingReporter
+from worker.training.speedups.collector import long_lived_objects_frozen
+from worker.training.speedups.frozen_features import BoundaryFeatures, FeaturePath, FrozenPrefix
+from worker.training.speedups.model_pool import ModelPool, TemplateKey, job_network
+from worker.training.speedups.prepared_data import (
     CacheOptions,
     PreparedFeatures,
     frozen_features,
     model_fingerprint,
     tokenised_file,
 )
-from worker.training.reporting import StepProgress, TrainingFailure, TrainingReporter
 from worker.training.strategies import (
     FreezePlan,
     optimizer_parameter_groups,

@@ -20,10 +20,10 @@ class StepProgress:
     trained_tokens: int
     seconds_to_first_step: float = 0.0  # from the training process taking the job to its first optimiser step
     peak_memory_bytes: int = 0  # GPU memory allocated on CUDA, the process's resident set on CPU
-    frozen_features: str = "not_applicable"  # worker.training.frozen_features.FeaturePath
+    frozen_features: str = "not_applicable"  # worker.training.speedups.frozen_features.FeaturePath
 
     def performance(self) -> dict[str, Any]:
-        """The job object's `performance` (models.schemas.PerformanceRead)."""
+        """The job object's `performance` (models.wire.jobs.PerformanceRead)."""
         return {
             "samples_per_second": round(self.samples_per_second, 2),
             "tokens_per_second": round(self.tokens_per_second, 1),

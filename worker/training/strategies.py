@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from models.hyperparameters import ResolvedStrategy
-from models.schemas import StrategyType
+from models.strategies.names import StrategyType
 
 
 @dataclass

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from models.data_formats import DataFormat, summarize_file
 from models.hyperparameters import ResolvedHyperparameters, ResolvedStrategy
-from models.schemas import StrategyType, Task
+from models.strategies.names import StrategyType
+from models.tasks.names import Task
+from models.tasks.text_classification import DataFormat, summarize_file
 from tests.conftest import write_jsonl
 from worker.training.config import DataFile, TrainingConfig
 from worker.training.reporting import StepProgress

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from models import catalog
-from models.db import session_scope
 from models.errors import InvalidRequest
+from models.services import catalog
 from models.settings import Settings
+from models.storage.database import session_scope
 from worker.training.config import TrainingConfig
 from worker.training.heads import TextClassification
-from worker.training.model_pool import TemplateKey
+from worker.training.speedups.model_pool import TemplateKey
 
 
 class _WritesMarkerWhenUnpickled:

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, pipeline
 
-from models.schemas import StrategyType
-from models.storage import ArtifactStore
+from models.storage.blobs import ArtifactStore
+from models.strategies.names import StrategyType
 from tests.worker.training.conftest import RecordingReporter
 from worker.training.checkpoints import (
     COMPLETE_MARKER,

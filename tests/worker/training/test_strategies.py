@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, DistilBertConfig, PreTrainedModel, RobertaConfig
 
 from models.hyperparameters import ResolvedStrategy
-from models.schemas import StrategyType
+from models.strategies.names import StrategyType
 from worker.training.strategies import (
     optimizer_parameter_groups,
     plan_freezing,

@@ -1,0 +1,1 @@
+"""Domain services: the rules of files, jobs, runs, dispatch, quotas, tenants, the catalog, events and outputs."""

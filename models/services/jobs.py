@@ -1,0 +1,336 @@
+"""Fine-tuning jobs as users see them: creation rules, reads, lists, and the pause, resume and cancel actions."""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import select, tuple_, update
+from sqlalchemy.orm import Session
+
+from models.errors import InvalidRequest, InvalidTransition, NotFound
+from models.hyperparameters import resolve_hyperparameters, resolve_strategy
+from models.ids import IdPrefix, is_well_formed, new_id
+from models.services import catalog, events
+from models.services.events import JobControl
+from models.services.files import get_file
+from models.services.quotas import TenantQuotas, ensure_job_slot, ensure_room_for_job
+from models.services.runs import transition_job
+from models.services.storage_estimates import estimate_job_storage
+from models.states import TERMINAL_STATUSES, JobStatus
+from models.storage.tables import File, Job, utc_now
+from models.tasks.text_classification import ordered_labels
+from models.wire.files import FilePurpose, FileStatus
+from models.wire.jobs import JobCreate
+
+MIN_CLASSES = 2
+
+
+def create_job(session: Session, tenant_id: str, spec: JobCreate, *, quotas: TenantQuotas) -> Job:
+    """Validate a request against the catalog and the files, and insert the job as `queued`.
+
+    Every "auto" is resolved here, so the job row records the values training will use.
+    Raises InvalidRequest naming the field at fault, QuotaExceeded at the tenant's job limit,
+    PayloadTooLarge (`param` max_stored_bytes) when the job's estimated storage does not fit.
+    Does not commit.
+    """
+    ensure_job_slot(session, tenant_id, quotas)
+    try:
+        base_model = catalog.get_base_model(session, spec.model)
+    except NotFound as error:
+        raise InvalidRequest(error.message, param="model") from None
+    training = _usable_file(session, tenant_id, spec.training_file, "training_file")
+    validation = (
+        _usable_file(session, tenant_id, spec.validation_file, "validation_file") if spec.validation_file else None
+    )
+    label_names = _training_labels(training)
+    if validation is not None:
+        _check_validation_matches_training(training, validation)
+    strategy = resolve_strategy(spec.strategy, base_model.num_layers)
+    hyperparameters = resolve_hyperparameters(
+        spec.requested_hyperparameters(),
+        strategy.type,
+        training_records=training.record_count,
+        model_max_length=base_model.max_sequence_length,
+    )
+    ensure_room_for_job(session, tenant_id, quotas, estimate_job_storage(base_model, strategy, hyperparameters))
+    job = Job(
+        id=new_id(IdPrefix.job),
+        tenant_id=tenant_id,
+        base_model_id=base_model.id,
+        training_file_id=training.id,
+        validation_file_id=validation.id if validation else None,
+        task=spec.task.value,
+        strategy=strategy.as_dict(),
+        hyperparameters=hyperparameters.as_dict(),
+        label_names=list(label_names),
+        seed=spec.seed if spec.seed is not None else secrets.randbelow(2**31),
+        suffix=spec.suffix,
+        user_metadata=spec.metadata,
+        status=JobStatus.queued.value,
+        enqueued_at=utc_now(),  # the caller sends the message right after committing
+    )
+    session.add(job)
+    session.flush()
+    events.append_event(session, job.id, f"Created fine-tuning job: {job.id}")
+    events.append_event(
+        session,
+        job.id,
+        f"Validated training file {training.id}: {training.record_count} records, {len(label_names)} labels",
+    )
+    events.append_event(session, job.id, "Job queued")
+    return job
+
+
+def no_such_job_message(job_id: str) -> str:
+    return f"No fine-tuning job {job_id} exists for your API key; check the id (GET /v1/fine_tuning/jobs lists yours)"
+
+
+def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    """The tenant's job; another tenant's job is NotFound, exactly like a missing one."""
+    job = session.get(Job, job_id) if is_well_formed(job_id, IdPrefix.job) else None
+    if job is None or job.tenant_id != tenant_id:
+        raise NotFound(no_such_job_message(job_id), param="fine_tuning_job_id")
+    return job
+
+
+def list_jobs(
+    session: Session, tenant_id: str, *, after: str | None, limit: int, metadata: dict[str, str] | None = None
+) -> tuple[list[Job], bool]:
+    """Newest first; `after` is the last job id of the previous page. Returns (jobs, has_more)."""
+    query = select(Job).where(Job.tenant_id == tenant_id)
+    if after is not None:
+        try:
+            cursor = get_job(session, tenant_id, after)
+        except NotFound:
+            raise InvalidRequest(
+                f"after: {after!r} is not one of your jobs; pass the id of the last job of the previous page",
+                param="after",
+            ) from None
+        # A row-value comparison: PostgreSQL starts the index scan at the cursor (ix_jobs_tenant_created_id).
+        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(cursor.created_at, cursor.id))
+    query = query.order_by(Job.created_at.desc(), Job.id.desc())
+    if not metadata:
+        rows = list(session.scalars(query.limit(limit + 1)))
+        return rows[:limit], len(rows) > limit
+    # Metadata is JSON, filtered portably in Python: stream rows and stop after limit + 1 matches.
+    matches: list[Job] = []
+    for row in session.scalars(query.execution_options(yield_per=200)):
+        if all((row.user_metadata or {}).get(key) == value for key, value in metadata.items()):
+            matches.append(row)
+            if len(matches) > limit:
+                break
+    return matches[:limit], len(matches) > limit
+
+
+def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    """Move a job that has not ended to `cancelled`; a running job's worker stops it within seconds.
+
+    Never rate-limited: a job is cancelled once, so a cancel adds at most one event, and a user must
+    always be able to stop a job (even right after a burst of pauses and resumes). Raises
+    InvalidTransition for a job that already ended. Does not commit.
+    """
+    job = get_job(session, tenant_id, job_id)
+    if not transition_job(session, job.id, JobStatus.cancelled, values={"finished_at": utc_now()}):
+        session.refresh(job)
+        raise InvalidTransition(
+            f"Job {job.id} already ended ({job.status}), so it cannot be cancelled; only a queued, running or "
+            "paused job can be.",
+            param="fine_tuning_job_id",
+        )
+    events.append_control_event(session, job.id, JobControl.cancel, "Job cancelled")
+    session.refresh(job)
+    return job
+
+
+def pause_job(session: Session, tenant_id: str, job_id: str, *, control_events_per_minute: int | None = None) -> Job:
+    """Pause a job (OpenAI's `POST /pause`). Does not commit.
+
+    A queued job becomes `paused` at once. A running job is asked to pause: its run checkpoints
+    after the step in progress, frees its worker, and the job becomes `paused` within a heartbeat
+    or two (plus the checkpoint's write time). Pausing a paused job, or a running one whose pause
+    is pending, changes nothing and writes nothing. A job that ended raises InvalidTransition;
+    QuotaExceeded when the job's control requests reached `control_events_per_minute`.
+    """
+    job = get_job(session, tenant_id, job_id)
+    if _is_paused_or_pausing(job):
+        return job
+    if job.status in (JobStatus.queued.value, JobStatus.running.value):
+        events.ensure_control_allowed(session, job.id, per_minute=control_events_per_minute)
+    if transition_job(session, job.id, JobStatus.paused, only_from=JobStatus.queued):
+        events.append_control_event(session, job.id, JobControl.pause, "Job paused; resume it to queue it again")
+    elif _set_pause_request(session, job.id, requested=True):
+        _record_pause_request(session, job)
+    session.refresh(job)
+    if not _is_paused_or_pausing(job):
+        raise InvalidTransition(_why_not_paused(job), param="fine_tuning_job_id")
+    return job
+
+
+def _is_paused_or_pausing(job: Job) -> bool:
+    pausing = job.status == JobStatus.running.value and job.pause_requested_at is not None
+    return job.status == JobStatus.paused.value or pausing
+
+
+def _record_pause_request(session: Session, job: Job) -> None:
+    """The event of a pause requested of a running job, naming the step the run had reported."""
+    progress = job.progress or {}
+    step, total = progress.get("step"), progress.get("total_steps")
+    if isinstance(step, int) and isinstance(total, int):
+        events.append_control_event(
+            session,
+            job.id,
+            JobControl.pause,
+            f"Pause requested at step {step} of {total}: the run will checkpoint after its current step and stop",
+            data={"step": step, "total_steps": total},
+        )
+    else:
+        events.append_control_event(
+            session, job.id, JobControl.pause, "Pause requested: the run will checkpoint and stop"
+        )
+
+
+def _why_not_paused(job: Job) -> str:
+    if JobStatus(job.status) in TERMINAL_STATUSES:
+        return (
+            f"Job {job.id} already ended ({job.status}), so it cannot be paused; only a queued or running job can be."
+        )
+    if job.status == JobStatus.validating_files.value:
+        return f"Job {job.id} is still validating its files, so it cannot be paused yet; pause it once it is queued."
+    # Queued or running now, but it moved between the read and the write (a worker took or handed it back).
+    return f"Job {job.id} changed state while it was being paused (it is now {job.status}); send the pause again."
+
+
+def resume_job(
+    session: Session, tenant_id: str, job_id: str, *, quotas: TenantQuotas, control_events_per_minute: int | None = None
+) -> tuple[Job, bool]:
+    """Resume a job (OpenAI's `POST /resume`); returns (job, whether it must be sent to the queue). No commit.
+
+    A paused job goes back to `queued` and continues from its newest checkpoint. A running job
+    whose pause was requested but has not happened keeps running (the request is withdrawn).
+    Any other job raises InvalidTransition; QuotaExceeded at the tenant's job limit, or when the
+    job's control requests reached `control_events_per_minute`.
+    """
+    job = get_job(session, tenant_id, job_id)
+    if job.status == JobStatus.paused.value:
+        ensure_job_slot(session, tenant_id, quotas)
+        events.ensure_control_allowed(session, job.id, per_minute=control_events_per_minute)
+        if transition_job(
+            session, job.id, JobStatus.queued, only_from=JobStatus.paused, values={"enqueued_at": utc_now()}
+        ):
+            events.append_control_event(session, job.id, JobControl.resume, "Job resumed and queued")
+            session.refresh(job)
+            return job, True
+    elif job.status == JobStatus.running.value and job.pause_requested_at is not None:
+        events.ensure_control_allowed(session, job.id, per_minute=control_events_per_minute)
+        if _set_pause_request(session, job.id, requested=False):
+            events.append_control_event(
+                session, job.id, JobControl.resume, "Pause request withdrawn; the run continues"
+            )
+            session.refresh(job)
+            return job, False
+    session.refresh(job)
+    raise InvalidTransition(_why_not_resumed(job), param="fine_tuning_job_id")
+
+
+def _why_not_resumed(job: Job) -> str:
+    if JobStatus(job.status) in TERMINAL_STATUSES:
+        return (
+            f"Job {job.id} already ended ({job.status}), so it cannot be resumed; only a paused job can be. "
+            "Create a new job to train again."
+        )
+    if job.status == JobStatus.running.value:
+        return f"Job {job.id} is running, not paused, and no pause is pending; there is nothing to resume."
+    if job.status == JobStatus.paused.value:
+        # Paused now, but it moved between the read and the write.
+        return f"Job {job.id} changed state while it was being resumed (it is now paused); send the resume again."
+    return (
+        f"Job {job.id} is {job.status}, not paused; it starts by itself when a worker is free, so there is "
+        "nothing to resume."
+    )
+
+
+def _set_pause_request(session: Session, job_id: str, *, requested: bool) -> bool:
+    """Set or clear the pause request of a running job; False if it is not running, or already so."""
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status == JobStatus.running.value,
+            Job.pause_requested_at.is_(None) if requested else Job.pause_requested_at.is_not(None),
+        )
+        .values(pause_requested_at=utc_now() if requested else None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _usable_file(session: Session, tenant_id: str, file_id: str, param: str) -> File:
+    try:
+        row = get_file(session, tenant_id, file_id, for_update=True)
+    except NotFound:
+        raise InvalidRequest(
+            f"{param}: you have no file {file_id!r}; upload it with POST /v1/files (purpose 'fine-tune') and pass "
+            "the id that returns",
+            param=param,
+        ) from None
+    if row.purpose != FilePurpose.fine_tune.value:
+        raise InvalidRequest(
+            f"{param}: file {file_id} has purpose {row.purpose!r}; upload your data with purpose 'fine-tune'",
+            param=param,
+        )
+    if row.status == FileStatus.error.value:
+        raise InvalidRequest(
+            f"{param}: file {file_id} failed validation (GET /v1/files/{file_id} says why); fix the file and "
+            "upload it again",
+            param=param,
+        )
+    if row.status != FileStatus.processed.value:
+        raise InvalidRequest(
+            f"{param}: file {file_id} is still being validated; retry once its status is 'processed'", param=param
+        )
+    return row
+
+
+def _training_labels(training: File) -> list[str | int]:
+    labels = ordered_labels(training.label_counts, training.label_kind)
+    if len(labels) < MIN_CLASSES:
+        raise InvalidRequest(
+            f"training_file: classification needs at least {MIN_CLASSES} labels, but file {training.id} has only "
+            f"{labels!r}; add examples of another label",
+            param="training_file",
+        )
+    return labels
+
+
+_LABEL_KIND_WORDS = {"int": "integers", "str": "strings"}  # FileSummary.label_kind, in words
+
+
+def _check_validation_matches_training(training: File, validation: File) -> None:
+    if validation.has_text_pair != training.has_text_pair:
+        has, lacks = ("validation", "training") if validation.has_text_pair else ("training", "validation")
+        raise InvalidRequest(
+            f"validation_file: the {has} file's records have 'text_pair' but the {lacks} file's do not; give "
+            "'text_pair' in both files or in neither",
+            param="validation_file",
+        )
+    if validation.label_kind != training.label_kind:
+        raise InvalidRequest(
+            f"validation_file: its labels are {_LABEL_KIND_WORDS.get(validation.label_kind, validation.label_kind)}, "
+            f"but the training file's are {_LABEL_KIND_WORDS.get(training.label_kind, training.label_kind)}; use "
+            "the same kind of label in both files",
+            param="validation_file",
+        )
+    unknown = sorted(set(validation.label_counts) - set(training.label_counts))
+    if unknown:
+        raise InvalidRequest(
+            f"validation_file: label {unknown[0]!r} does not occur in the training file; remove its examples from "
+            "the validation file, or add examples of it to the training file",
+            param="validation_file",
+        )
+
+
+def tenant_of(session: Session, job_id: str) -> str:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(no_such_job_message(job_id), param="fine_tuning_job_id")
+    return job.tenant_id

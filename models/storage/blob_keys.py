@@ -1,0 +1,20 @@
+"""Every blob key the service writes, named in one place."""
+
+from __future__ import annotations
+
+
+def run_outputs_prefix(job_id: str, attempt: int) -> str:
+    """Where one run publishes its outputs: per attempt, so a run that lost its job never touches the winner's."""
+    return f"jobs/{job_id}/attempt-{attempt}"
+
+
+def weights_blob_key(job_id: str, attempt: int) -> str:
+    return f"{run_outputs_prefix(job_id, attempt)}/weights.tar"
+
+
+def results_blob_key(job_id: str, attempt: int) -> str:
+    return f"{run_outputs_prefix(job_id, attempt)}/results.csv"
+
+
+def checkpoints_prefix(job_id: str) -> str:
+    return f"jobs/{job_id}/checkpoints"

@@ -1,0 +1,1 @@
+"""Strategies, torch-free half: each strategy's spec, defaults and validation."""

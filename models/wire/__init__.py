@@ -1,0 +1,1 @@
+"""The OpenAI-compatible wire shapes: request and response models of the API."""
