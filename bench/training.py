@@ -85,11 +85,12 @@ def read_rows(path: Path, limit: int | None) -> list[dict[str, Any]]:
 
 def run_graft(job: Any, training: Path, validation: Path, cache_root: Path) -> dict[str, Any]:
     from models.hyperparameters import ResolvedHyperparameters, ResolvedStrategy
+    from models.storage.blob_keys import checkpoint_key_pattern
     from models.storage.blobs import ArtifactStore
     from models.strategies.names import StrategyType
     from models.tasks.names import Task
     from models.tasks.text_classification import DataFormat
-    from worker.training.config import DataFile, TrainingConfig
+    from worker.training.run_spec import DataFile, RunSpec
     from worker.training.speedups.data_cache import DerivedDataCache
     from worker.training.speedups.prepared_data import CacheOptions
 
@@ -97,14 +98,13 @@ def run_graft(job: Any, training: Path, validation: Path, cache_root: Path) -> d
         return DataFile(path, DataFormat.jsonl, hashlib.sha256(path.read_bytes()).hexdigest())
 
     strategy = StrategyType(job.strategy)
-    config = TrainingConfig(
+    config = RunSpec(
         job_id="ftjob-bench",
         task=Task.text_classification,
         seed=job.seed,
         base_model_location=job.model_path,
-        num_layers=6,
         trust_remote_code=False,
-        label_names=list(job.labels),
+        task_settings={"labels": list(job.labels)},
         strategy=ResolvedStrategy(
             strategy,
             job.trainable_layers if strategy is StrategyType.partial else None,
@@ -121,6 +121,7 @@ def run_graft(job: Any, training: Path, validation: Path, cache_root: Path) -> d
         ),
         training_file=data_file(training),
         validation_file=data_file(validation),
+        checkpoint_keys=checkpoint_key_pattern("ftjob-bench", 1),
     )
     reporter = CollectingReporter()
     with tempfile.TemporaryDirectory() as store_root:

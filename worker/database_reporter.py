@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 
 class DatabaseReporter:
-    """A TrainingReporter that writes through `models`; every write raises LeaseLost once the run lost the job.
+    """A Reporter that writes through `models`; every write raises LeaseLost once the run lost the job.
 
     Step metrics are written at most once a second (the loss is averaged over the steps in
     between), and always for the first and the last step. A checkpoint is recorded only if it fits

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -45,6 +44,7 @@ from models.storage.database import (
 )
 from worker.allocator import with_training_allocator
 from worker.lifeline import PARENT_PID_VARIABLE
+from worker.run_protocol import Failed, RunReport, RunRequest, Stopped, Succeeded, TemplateRecord, read_report
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +88,12 @@ class Interruption(StrEnum):
 
 
 @dataclass(frozen=True)
-class ChildResult:
+class RunEnd:
+    """How the training process ended: its exit code, its report, and why the runner stopped it (if it did)."""
+
     exit_code: int | None
-    payload: dict[str, Any] | None
+    report: RunReport
     interruption: Interruption | None
-    template: dict[str, Any] | None = None  # the base model the run loaded, for the next standby to preload
 
 
 def never() -> bool:
@@ -120,9 +121,9 @@ def run_job(job_id: str, settings: RunnerSettings, stop_requested: Callable[[], 
         logger.info("job %s is not queued; delivery ignored", job_id)
         return
     try:
-        result = supervise_training_process(job_id, attempt, settings, stop_requested)
-        remember_template(result.template, settings.model_pool_size)
-        record_run_end(job_id, attempt, result, settings)
+        end = supervise_training_process(job_id, attempt, settings, stop_requested)
+        remember_template(end.report.template, settings.model_pool_size)
+        record_run_end(job_id, attempt, end, settings)
     except DBAPIError as error:
         if not is_transient_database_error(error):
             raise
@@ -147,30 +148,24 @@ def run_job(job_id: str, settings: RunnerSettings, stop_requested: Callable[[], 
 
 def supervise_training_process(
     job_id: str, attempt: int, settings: RunnerSettings, stop_requested: Callable[[], bool] = never
-) -> ChildResult:
+) -> RunEnd:
     """Start the training process and renew the lease while it runs; stop it when lost, paused or on shutdown."""
     with tempfile.TemporaryDirectory(prefix="graft-run-") as scratch:
-        result_path = Path(scratch) / "result.json"
-        process = hand_job_to_training_process([job_id, str(attempt), str(result_path)], settings)
+        report_path = Path(scratch) / "report.json"
+        request = RunRequest(job_id=job_id, attempt=attempt, report_path=report_path, handed_over_at=time.time())
+        process = hand_job_to_training_process(request, settings)
         try:
             interruption = _wait_while_owning_job(process, job_id, attempt, settings, stop_requested)
         except BaseException:
             kill_process(process)  # never leave training running unsupervised
             raise
-        return ChildResult(
-            exit_code=process.returncode,
-            payload=read_result(result_path),
-            interruption=interruption,
-            template=read_result(result_path.with_name(TEMPLATE_FILE)),
-        )
+        return RunEnd(exit_code=process.returncode, report=read_report(report_path), interruption=interruption)
 
-
-TEMPLATE_FILE = "template.json"  # written beside the result: the template key of the run's base model
 
 # The training process started ahead for the next job (worker.training_process --standby), and the template
 # keys (task, base model, labels) of this worker's recent jobs, newest first, which it preloads.
 _standby: subprocess.Popen[bytes] | None = None
-_recent_templates: list[dict[str, Any]] = []
+_recent_templates: list[TemplateRecord] = []
 
 
 def start_standby(settings: RunnerSettings) -> None:
@@ -178,7 +173,8 @@ def start_standby(settings: RunnerSettings) -> None:
     global _standby
     if _standby is not None and _standby.poll() is None:
         return
-    command = [sys.executable, "-m", "worker.training_process", "--standby", json.dumps(_recent_templates)]
+    templates = json.dumps([template.model_dump() for template in _recent_templates])
+    command = [sys.executable, "-m", "worker.training_process", "--standby", templates]
     _standby = _start_training_process(command, settings)
 
 
@@ -196,7 +192,7 @@ def _close_stdin(process: subprocess.Popen[bytes]) -> None:
             process.stdin.close()
 
 
-def hand_job_to_training_process(job_arguments: list[str], settings: RunnerSettings) -> subprocess.Popen[bytes]:
+def hand_job_to_training_process(request: RunRequest, settings: RunnerSettings) -> subprocess.Popen[bytes]:
     """Give the job to the standby (starting one now if there is none) by writing it to its stdin."""
     global _standby
     process, _standby = _standby, None
@@ -209,8 +205,7 @@ def hand_job_to_training_process(job_arguments: list[str], settings: RunnerSetti
         )
     assert process.stdin is not None
     try:
-        # The hand-over time goes along: the job's time to first step counts from here.
-        process.stdin.write((json.dumps([*job_arguments, str(time.time())]) + "\n").encode())
+        process.stdin.write((request.model_dump_json() + "\n").encode())
         process.stdin.close()
     except BrokenPipeError:  # it died just now: its exit is what the supervisor will record
         logger.warning("the training process exited before it took its job")
@@ -235,19 +230,10 @@ def _start_training_process(command: list[str], settings: RunnerSettings) -> sub
     return subprocess.Popen(command, env=environment, stdin=subprocess.PIPE, start_new_session=True)
 
 
-def remember_template(template: dict[str, Any] | None, capacity: int) -> None:
+def remember_template(template: TemplateRecord | None, capacity: int) -> None:
     if template is None:
         return
     _recent_templates[:] = [template, *(t for t in _recent_templates if t != template)][: max(capacity, 0)]
-
-
-def read_result(path: Path) -> dict[str, Any] | None:
-    """The training process's report; None if it wrote none (killed first). It writes it by rename, whole."""
-    try:
-        payload: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return payload
 
 
 def _wait_while_owning_job(
@@ -310,11 +296,11 @@ def kill_process(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def record_run_end(job_id: str, attempt: int, result: ChildResult, settings: RunnerSettings) -> None:
+def record_run_end(job_id: str, attempt: int, end: RunEnd, settings: RunnerSettings) -> None:
     """Move the job to its end state from what the training process reported."""
     store = ArtifactStore(settings.artifact_root)
-    payload = result.payload or {}
-    if result.interruption is Interruption.lost_job:
+    outcome = end.report.outcome
+    if end.interruption is Interruption.lost_job:
         logger.info("job %s attempt %d stopped: cancelled or taken over", job_id, attempt)
         store.delete(run_outputs_prefix(job_id, attempt))
         if run_transaction(settings.database_url, lambda session: runs.has_ended(session, job_id)):
@@ -322,10 +308,10 @@ def record_run_end(job_id: str, attempt: int, result: ChildResult, settings: Run
             # sweep's janitor to find; the job ended, so all of its resume state can go.
             store.delete(checkpoints_prefix(job_id))
         return
-    if payload.get("status") == "succeeded":
+    if isinstance(outcome, Succeeded):
         # Finished before a pause or shutdown took effect: the result stands, if it fits the storage quota.
         try:
-            published = publish_run(job_id, attempt, payload, settings)
+            published = publish_run(job_id, attempt, outcome, settings)
         except StorageQuotaExceeded as refusal:
             fail_run(job_id, attempt, JobFailure(JobErrorCode.storage_quota_exceeded, refusal.message), settings)
             return
@@ -334,29 +320,29 @@ def record_run_end(job_id: str, attempt: int, result: ChildResult, settings: Run
         else:
             store.delete(run_outputs_prefix(job_id, attempt))  # cancelled at the last moment
         return
-    if payload.get("status") != "failed" and (
-        result.interruption is not None or payload.get("status") == "stopped" or result.exit_code == -signal.SIGTERM
+    if not isinstance(outcome, Failed) and (
+        end.interruption is not None or isinstance(outcome, Stopped) or end.exit_code == -signal.SIGTERM
     ):
         # Stopped on request (or killed after the grace period, or SIGTERMed by something other
         # than this runner): pause it if a pause is (still) requested, else hand it back.
-        step = int(payload.get("step", -1))
+        step = outcome.step if isinstance(outcome, Stopped) else -1
 
         def stop_run(session: Session) -> str:
             if runs.pause_is_requested(session, job_id):
                 return "paused" if runs.pause_run(session, job_id, attempt, step=step) else "lost"
             return "queued" if runs.hand_back_job(session, job_id, attempt, step=step) else "lost"
 
-        outcome = run_transaction(settings.database_url, stop_run)
+        stopped_as = run_transaction(settings.database_url, stop_run)
         store.delete(run_outputs_prefix(job_id, attempt))
-        if outcome == "queued" and result.interruption is not Interruption.shutdown:
+        if stopped_as == "queued" and end.interruption is not Interruption.shutdown:
             # A pause withdrawn while the run was stopping: this worker is not going away, so
             # the job goes straight back to the broker rather than waiting for a sweep.
             send_again(job_id, settings)
         return
     failure = (
-        JobFailure(payload["code"], payload["message"])
-        if payload.get("status") == "failed"
-        else JobFailure(JobErrorCode.worker_crashed, describe_exit(result.exit_code))
+        JobFailure(outcome.code, outcome.message)
+        if isinstance(outcome, Failed)
+        else JobFailure(JobErrorCode.worker_crashed, describe_exit(end.exit_code))
     )
     fail_run(job_id, attempt, failure, settings)
 
@@ -380,13 +366,13 @@ def send_again(job_id: str, settings: RunnerSettings) -> None:
     run_transaction(settings.database_url, lambda session: dispatch.mark_enqueued(session, [job_id]))
 
 
-def publish_run(job_id: str, attempt: int, payload: dict[str, Any], settings: RunnerSettings) -> bool:
+def publish_run(job_id: str, attempt: int, outcome: Succeeded, settings: RunnerSettings) -> bool:
     """In one transaction: the result file, `running → succeeded` and the weights. False if the run lost.
 
     Raises StorageQuotaExceeded, having committed nothing, when the tenant would then store more
     than its max_stored_bytes (the job's checkpoints no longer count once it succeeded).
     """
-    manifest, results = payload["manifest"], payload["results"]
+    weights, results = outcome.weights, outcome.results
 
     def publish(session: Session) -> bool:
         if runs.succeeded_with_attempt(session, job_id, attempt):
@@ -395,13 +381,13 @@ def publish_run(job_id: str, attempt: int, payload: dict[str, Any], settings: Ru
             session,
             tenant_id=jobs.tenant_of(session, job_id),
             job_id=job_id,
-            blob_key=results["blob_key"],
-            size_bytes=int(results["size_bytes"]),
-            sha256=results["sha256"],
-            record_count=int(results["record_count"]),
+            blob_key=results.blob_key,
+            size_bytes=results.size_bytes,
+            sha256=results.sha256,
+            record_count=results.record_count,
         )
         name = runs.complete_job(
-            session, job_id, attempt, trained_tokens=int(payload["trained_tokens"]), result_files=[result_file.id]
+            session, job_id, attempt, trained_tokens=outcome.trained_tokens, result_files=[result_file.id]
         )
         if name is None:
             session.rollback()
@@ -410,16 +396,16 @@ def publish_run(job_id: str, attempt: int, payload: dict[str, Any], settings: Ru
             session,
             job_id,
             kind=ArtifactKind.weights_archive,
-            blob_key=manifest["blob_key"],
-            size_bytes=int(manifest["size_bytes"]),
-            sha256=manifest["sha256"],
+            blob_key=weights.blob_key,
+            size_bytes=weights.size_bytes,
+            sha256=weights.sha256,
         )
         quotas.ensure_run_output_fits(
             session,
             job_id,
             service_max_stored_bytes=settings.tenant_max_stored_bytes,
             output="the fine-tuned weights",
-            size_bytes=int(manifest["size_bytes"]),
+            size_bytes=weights.size_bytes,
         )
         return True
 

@@ -1,16 +1,14 @@
-"""The training process: `python -m worker.training_process JOB_ID ATTEMPT RESULT_PATH`, started by the runner.
+"""The training process: trains one job with the engine, reporting to the database; started by the runner.
 
-Or started ahead of its job as a standby: `python -m worker.training_process --standby [TEMPLATES_JSON]`
-imports torch and transformers and loads the base models the worker used most recently (the
-model pool) while the worker is idle, then reads its one job from stdin as a JSON line
-`["JOB_ID", "ATTEMPT", "RESULT_PATH", "HANDED_OVER_AT"]` and renames itself to the command line
-above. Each job still has a process of its own (its crash, its memory, its GPU context end with
-it); only the waiting is done ahead.
+`python -m worker.training_process --standby [TEMPLATES_JSON]` imports torch and transformers and
+loads the base models the worker used most recently (the model pool) while the worker is idle,
+then reads its one job from stdin (a worker.run_protocol.RunRequest, as one JSON line) and renames
+itself to `… worker.training_process JOB_ID ATTEMPT`. Each job still has a process of its own (its
+crash, its memory, its GPU context end with it); only the waiting is done ahead.
 
-It trains one job and writes how it ended to RESULT_PATH as JSON: {"status": "succeeded",
-"manifest", "trained_tokens"}, {"status": "failed", "code", "message"} or {"status": "stopped",
-"step"}. Exit status 0, 1 or 4 follows; 3 means the run lost its job (cancelled or taken over)
-and reports nothing.
+It writes how the run ended to the request's report path (a RunReport whose outcome is
+Succeeded, Failed or Stopped). Exit status 0, 1 or 4 follows; 3 means the run lost its job
+(cancelled or taken over) and reports nothing.
 
 SIGTERM asks for a stop: training checkpoints after the step in progress and exits with 4, so a
 paused job or a job handed back at a worker shutdown loses nothing. SIGKILL is the hard stop.
@@ -27,7 +25,6 @@ import sys
 import time
 import traceback
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from setproctitle import setproctitle
@@ -40,39 +37,36 @@ from models.settings import Settings
 from models.storage.blob_keys import results_blob_key, weights_blob_key
 from models.storage.blobs import ArtifactStore
 from models.storage.database import is_transient_database_error, session_scope
-from models.storage.tables import BaseModel, File, Job
 from models.tasks.names import Task
 from worker.database_reporter import DatabaseReporter
 from worker.lifeline import die_with_parent
-from worker.runner import TEMPLATE_FILE
+from worker.run_protocol import (
+    Failed,
+    PublishedBlob,
+    ResultsFile,
+    RunOutcome,
+    RunReport,
+    RunRequest,
+    Stopped,
+    Succeeded,
+    TemplateRecord,
+    read_report,
+    write_report,
+)
+from worker.run_specs import load_run_spec
 from worker.training.accelerator import Accelerator
 from worker.training.checkpoints import is_complete
-from worker.training.config import TrainingConfig
-from worker.training.heads import TASKS
 from worker.training.metrics_log import MetricsLog
 from worker.training.recipe import FineTuningRecipe, RunControl, TrainingStopped, describe_run
 from worker.training.reporting import FanOutReporter, TrainingFailure
 from worker.training.speedups.data_cache import DerivedDataCache
 from worker.training.speedups.model_pool import ModelPool, TemplateKey
 from worker.training.speedups.prepared_data import CacheOptions
+from worker.training.tasks.registry import engine_task
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_LOST_JOB, EXIT_STOPPED = 0, 1, 3, 4
-STANDBY_FLAG = "--standby"
 STANDBY_POLL_SECONDS = 0.5
 MAX_MESSAGE_CHARS = 300
-
-
-def load_training_config(database_url: str, job_id: str, artifact_root: Path) -> TrainingConfig:
-    with session_scope(database_url) as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise LookupError(f"job {job_id} does not exist")
-        base_model = session.get(BaseModel, job.base_model_id)
-        training = session.get(File, job.training_file_id)
-        validation = session.get(File, job.validation_file_id) if job.validation_file_id else None
-        if base_model is None or training is None:
-            raise TrainingFailure(JobErrorCode.invalid_training_data, "the job's base model or file is gone")
-        return TrainingConfig.from_rows(job, base_model, training, validation, artifact_root)
 
 
 def resume_from_latest_checkpoint(
@@ -80,7 +74,7 @@ def resume_from_latest_checkpoint(
 ) -> None:
     """Continue from the newest complete checkpoint an earlier run of this job left; skip partial ones."""
     with session_scope(database_url) as session:
-        keys = checkpoint_blob_keys_newest_first(session, recipe.config.job_id)
+        keys = checkpoint_blob_keys_newest_first(session, recipe.spec.job_id)
     complete = [store.path(key) for key in keys if is_complete(store.path(key))]
     for folder in complete:
         try:
@@ -114,25 +108,23 @@ class StopSignal:
 
 def train_job(
     settings: Settings,
-    job_id: str,
-    attempt: int,
+    request: RunRequest,
     stop_signal: StopSignal,
     pool: ModelPool | None = None,
-    handed_over: float | None = None,
-    template_path: Path | None = None,
-) -> dict[str, Any]:
-    """Train the job; `handed_over` (wall-clock) is when the runner gave it to this process."""
-    received = time.monotonic() - max(time.time() - handed_over, 0.0) if handed_over else time.monotonic()
+) -> Succeeded:
+    """Train the job; the report file gets the run's template as soon as its network is loaded."""
+    job_id, attempt = request.job_id, request.attempt
+    received = time.monotonic() - max(time.time() - request.handed_over_at, 0.0)
     store = ArtifactStore(settings.artifacts)
-    config = load_training_config(settings.database_url, job_id, store.root)
+    spec = load_run_spec(settings.database_url, job_id, attempt, store.root)
     database = DatabaseReporter(
         settings.database_url, job_id, attempt, store, service_max_stored_bytes=settings.tenant_max_stored_bytes
     )
     metrics_log = MetricsLog()
-    database.message("Training process started", data=describe_run(config))
+    database.message("Training process started", data=describe_run(spec))
     control = RunControl(checkpoint_interval_seconds=settings.checkpoint_interval_seconds, stop_requested=stop_signal)
     recipe = FineTuningRecipe(
-        config,
+        spec,
         store,
         FanOutReporter(database, metrics_log),
         control,
@@ -145,9 +137,8 @@ def train_job(
         started=received,
     )
     recipe.setup()
-    if template_path is not None:
-        # Whatever becomes of the run, the worker's next standby preloads this base model.
-        write_result(template_path, asdict(recipe.template_key))
+    # Whatever becomes of the run, the worker's next standby preloads this base model.
+    write_report(request.report_path, RunReport(template=TemplateRecord(**asdict(recipe.template_key))))
     if recipe.model_from_pool:
         database.message("Base model taken from the worker's memory (loaded before the job arrived)")
     resume_from_latest_checkpoint(recipe, settings.database_url, store, database)
@@ -166,17 +157,16 @@ def train_job(
     results = metrics_log.to_csv()
     with store.open_blob_writer(results_blob_key(job_id, attempt)) as handle:
         handle.write(results)
-    return {
-        "status": "succeeded",
-        "manifest": asdict(manifest),
-        "trained_tokens": trained_tokens,
-        "results": {
-            "blob_key": results_blob_key(job_id, attempt),
-            "size_bytes": len(results),
-            "sha256": hashlib.sha256(results).hexdigest(),
-            "record_count": len(metrics_log.rows),
-        },
-    }
+    return Succeeded(
+        weights=PublishedBlob(blob_key=manifest.blob_key, size_bytes=manifest.size_bytes, sha256=manifest.sha256),
+        results=ResultsFile(
+            blob_key=results_blob_key(job_id, attempt),
+            size_bytes=len(results),
+            sha256=hashlib.sha256(results).hexdigest(),
+            record_count=len(metrics_log.rows),
+        ),
+        trained_tokens=trained_tokens,
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -184,83 +174,66 @@ def main(argv: list[str]) -> int:
     stop_signal = StopSignal()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [training] %(message)s")
     settings = Settings()
-    pool: ModelPool | None = None
-    if argv and argv[0] == STANDBY_FLAG:
-        pool = ModelPool(settings.model_pool_size)
-        preload_templates(pool, json.loads(argv[1]) if len(argv) > 1 else [])
-        job_line = wait_for_job(stop_signal)
-        if job_line is None:
-            return EXIT_STOPPED
-        argv = json.loads(job_line)
-        setproctitle(" ".join([sys.executable, "-m", "worker.training_process", *argv[:3]]))
-    job_id, attempt, result_path = argv[0], int(argv[1]), Path(argv[2])
-    handed_over = float(argv[3]) if len(argv) > 3 else None
+    pool = ModelPool(settings.model_pool_size)
+    preload_templates(pool, json.loads(argv[1]) if len(argv) > 1 else [])
+    request = wait_for_job(stop_signal)
+    if request is None:
+        return EXIT_STOPPED
+    setproctitle(" ".join([sys.executable, "-m", "worker.training_process", request.job_id, str(request.attempt)]))
+    job_id, attempt = request.job_id, request.attempt
+    outcome: RunOutcome
     try:
-        result = train_job(
-            settings, job_id, attempt, stop_signal, pool, handed_over, result_path.with_name(TEMPLATE_FILE)
-        )
+        outcome = train_job(settings, request, stop_signal, pool)
         exit_code = EXIT_SUCCEEDED
     except LeaseLost:
         logging.info("job %s: run %d no longer owns the job; stopping", job_id, attempt)
         return EXIT_LOST_JOB
     except TrainingStopped as stopped:
-        result = {"status": "stopped", "step": stopped.step}
-        exit_code = EXIT_STOPPED
+        outcome, exit_code = Stopped(step=stopped.step), EXIT_STOPPED
     except DBAPIError as error:
         if not is_transient_database_error(error):
             raise
         # The database stayed unreachable past the reporter's retries: stop without a verdict,
         # so the run is handed back (it resumes from its newest checkpoint), not failed.
         logging.exception("job %s: database unreachable; stopping the run", job_id)
-        result = {"status": "stopped", "step": -1}
-        exit_code = EXIT_STOPPED
+        outcome, exit_code = Stopped(step=-1), EXIT_STOPPED
     except TrainingFailure as failure:
-        result = {"status": "failed", "code": failure.code.value, "message": failure.message}
-        exit_code = EXIT_FAILED
+        outcome, exit_code = Failed(code=failure.code.value, message=failure.message), EXIT_FAILED
     except MemoryError:
-        result = {
-            "status": "failed",
-            "code": JobErrorCode.out_of_memory.value,
-            "message": "ran out of memory; lower hyperparameters.batch_size or max_length",
-        }
+        outcome = Failed(
+            code=JobErrorCode.out_of_memory.value,
+            message="ran out of memory; lower hyperparameters.batch_size or max_length",
+        )
         exit_code = EXIT_FAILED
     except Exception as error:
         traceback.print_exc()
-        result = {
-            "status": "failed",
-            "code": _classify(error).value,
-            "message": f"training failed: {type(error).__name__}: {str(error)[:MAX_MESSAGE_CHARS]}",
-        }
+        outcome = Failed(
+            code=_classify(error).value,
+            message=f"training failed: {type(error).__name__}: {str(error)[:MAX_MESSAGE_CHARS]}",
+        )
         exit_code = EXIT_FAILED
-    write_result(result_path, result)
+    write_report(request.report_path, read_report(request.report_path).model_copy(update={"outcome": outcome}))
     return exit_code
 
 
 def preload_templates(pool: ModelPool, templates: list[dict[str, Any]]) -> None:
     """Load the base models of the worker's recent jobs; one that fails to load is left to its next job."""
     for fields in templates[: pool.capacity]:
-        key = TemplateKey(**fields)
         try:
-            pool.add(key, TASKS[Task(key.task)].load_template(key))
+            key = TemplateKey(**TemplateRecord.model_validate(fields).model_dump())
+            pool.add(key, engine_task(Task(key.task)).load_template(key))
         except (OSError, ValueError, KeyError):
-            logging.warning("could not preload %s; a job will load it itself", key.location, exc_info=True)
+            logging.warning("could not preload %s; a job will load it itself", fields.get("location"), exc_info=True)
 
 
-def wait_for_job(stop_signal: StopSignal) -> str | None:
-    """The job line from stdin; None when the runner closes stdin or a SIGTERM asks this standby to go."""
+def wait_for_job(stop_signal: StopSignal) -> RunRequest | None:
+    """The job from stdin; None when the runner closes stdin or a SIGTERM asks this standby to go."""
     while not stop_signal():
         readable, _, _ = select.select([sys.stdin], [], [], STANDBY_POLL_SECONDS)
         if readable:
-            line = sys.stdin.readline()
-            return line.strip() or None
+            line = sys.stdin.readline().strip()
+            return RunRequest.model_validate_json(line) if line else None
     return None
-
-
-def write_result(path: Path, result: dict[str, Any]) -> None:
-    """Write under a temporary name and rename: the runner reads the whole report or none."""
-    temporary = path.with_suffix(".partial")
-    temporary.write_text(json.dumps(result), encoding="utf-8")
-    temporary.replace(path)
 
 
 def _classify(error: Exception) -> JobErrorCode:

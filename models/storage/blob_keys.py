@@ -16,5 +16,11 @@ def results_blob_key(job_id: str, attempt: int) -> str:
     return f"{run_outputs_prefix(job_id, attempt)}/results.csv"
 
 
+def checkpoint_key_pattern(job_id: str, attempt: int) -> str:
+    """The keys of a run's checkpoints, with a `{step}` field for the step: each run writes under its own
+    names, so a run that lost its lease can never overwrite another's."""
+    return f"{checkpoints_prefix(job_id)}/step-{{step:08d}}-attempt-{attempt}"
+
+
 def checkpoints_prefix(job_id: str) -> str:
     return f"jobs/{job_id}/checkpoints"

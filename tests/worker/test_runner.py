@@ -23,7 +23,8 @@ from models.storage.tables import Checkpoint, File, Job, ResultArtifact, Tenant
 from tests.conftest import jsonl_bytes, upload_file
 from tests.worker.training.conftest import sentiment_rows
 from worker import runner
-from worker.runner import ChildResult, Interruption, RunnerSettings, record_run_end
+from worker.run_protocol import Failed, PublishedBlob, ResultsFile, RunReport, Stopped, Succeeded
+from worker.runner import Interruption, RunEnd, RunnerSettings, record_run_end
 
 
 @pytest.fixture
@@ -51,11 +52,11 @@ def request_pause(settings: Settings, job_id: str) -> None:
 def test_a_real_failure_during_a_pause_still_fails_the_job(settings: Settings, running_job: tuple[str, int]) -> None:
     job_id, attempt = running_job
     request_pause(settings, job_id)
-    failed = {"status": "failed", "code": "training_diverged", "message": "training loss became nan at step 3"}
+    failed = Failed(code="training_diverged", message="training loss became nan at step 3")
     record_run_end(
         job_id,
         attempt,
-        ChildResult(exit_code=1, payload=failed, interruption=Interruption.pause),
+        RunEnd(exit_code=1, report=RunReport(outcome=failed), interruption=Interruption.pause),
         RunnerSettings.from_settings(settings),
     )
     job = job_row(settings, job_id)
@@ -67,11 +68,11 @@ def test_a_stopped_run_whose_pause_was_withdrawn_is_queued_and_sent_at_once(
 ) -> None:
     job_id, attempt = running_job
     before = queue.waiting_message_count(settings.broker_url)
-    stopped = {"status": "stopped", "step": 12}
+    stopped = Stopped(step=12)
     record_run_end(  # the pause was asked for, the run stopped, and the user resumed meanwhile
         job_id,
         attempt,
-        ChildResult(exit_code=4, payload=stopped, interruption=Interruption.pause),
+        RunEnd(exit_code=4, report=RunReport(outcome=stopped), interruption=Interruption.pause),
         RunnerSettings.from_settings(settings),
     )
     assert job_row(settings, job_id).status == JobStatus.queued
@@ -86,7 +87,7 @@ def test_a_stopped_run_with_its_pause_still_requested_ends_paused(
     record_run_end(
         job_id,
         attempt,
-        ChildResult(exit_code=4, payload={"status": "stopped", "step": 12}, interruption=None),
+        RunEnd(exit_code=4, report=RunReport(outcome=Stopped(step=12)), interruption=None),
         RunnerSettings.from_settings(settings),
     )
     job = job_row(settings, job_id)
@@ -100,7 +101,7 @@ def test_a_training_process_sigtermed_by_someone_else_is_handed_back_not_failed(
     record_run_end(
         job_id,
         attempt,
-        ChildResult(exit_code=-signal.SIGTERM, payload=None, interruption=None),
+        RunEnd(exit_code=-signal.SIGTERM, report=RunReport(), interruption=None),
         RunnerSettings.from_settings(settings),
     )
     job = job_row(settings, job_id)
@@ -201,7 +202,9 @@ def test_a_real_run_whose_checkpoint_crosses_the_storage_quota_fails_and_keeps_n
 RESULTS = b"step,epoch\n1,1\n"
 
 
-def finished_run(settings: Settings, job_id: str, attempt: int, *, checkpoint_bytes: int, weights_bytes: int) -> Any:
+def finished_run(
+    settings: Settings, job_id: str, attempt: int, *, checkpoint_bytes: int, weights_bytes: int
+) -> Succeeded:
     """What a run that succeeded leaves: an epoch checkpoint, and the weights and results it reports."""
     store = ArtifactStore(settings.artifacts)
     checkpoint_key = f"{checkpoints_prefix(job_id)}/step-00000004-attempt-{attempt}"
@@ -215,22 +218,20 @@ def finished_run(settings: Settings, job_id: str, attempt: int, *, checkpoint_by
     for key, content in ((weights_blob_key(job_id, attempt), weights), (results_blob_key(job_id, attempt), RESULTS)):
         with store.open_blob_writer(key) as handle:
             handle.write(content)
-    return {
-        "status": "succeeded",
-        "trained_tokens": 100,
-        "manifest": {
-            "blob_key": weights_blob_key(job_id, attempt),
-            "size_bytes": len(weights),
-            "sha256": hashlib.sha256(weights).hexdigest(),
-            "files": [],
-        },
-        "results": {
-            "blob_key": results_blob_key(job_id, attempt),
-            "size_bytes": len(RESULTS),
-            "sha256": hashlib.sha256(RESULTS).hexdigest(),
-            "record_count": 1,
-        },
-    }
+    return Succeeded(
+        trained_tokens=100,
+        weights=PublishedBlob(
+            blob_key=weights_blob_key(job_id, attempt),
+            size_bytes=len(weights),
+            sha256=hashlib.sha256(weights).hexdigest(),
+        ),
+        results=ResultsFile(
+            blob_key=results_blob_key(job_id, attempt),
+            size_bytes=len(RESULTS),
+            sha256=hashlib.sha256(RESULTS).hexdigest(),
+            record_count=1,
+        ),
+    )
 
 
 def test_weights_that_do_not_fit_the_storage_quota_fail_the_job_and_nothing_is_kept(
@@ -238,12 +239,12 @@ def test_weights_that_do_not_fit_the_storage_quota_fail_the_job_and_nothing_is_k
 ) -> None:
     job_id, attempt = running_job
     in_store = set_stored_bytes_quota(settings, job_id, 3000)
-    payload = finished_run(settings, job_id, attempt, checkpoint_bytes=2000, weights_bytes=5000)
+    outcome = finished_run(settings, job_id, attempt, checkpoint_bytes=2000, weights_bytes=5000)
 
     record_run_end(
         job_id,
         attempt,
-        ChildResult(exit_code=0, payload=payload, interruption=None),
+        RunEnd(exit_code=0, report=RunReport(outcome=outcome), interruption=None),
         RunnerSettings.from_settings(settings),
     )
 
@@ -269,12 +270,12 @@ def test_weights_that_fit_once_the_jobs_checkpoints_are_freed_are_published(
 ) -> None:
     job_id, attempt = running_job
     in_store = set_stored_bytes_quota(settings, job_id, 3000)
-    payload = finished_run(settings, job_id, attempt, checkpoint_bytes=2000, weights_bytes=2500)
+    outcome = finished_run(settings, job_id, attempt, checkpoint_bytes=2000, weights_bytes=2500)
 
     record_run_end(
         job_id,
         attempt,
-        ChildResult(exit_code=0, payload=payload, interruption=None),
+        RunEnd(exit_code=0, report=RunReport(outcome=outcome), interruption=None),
         RunnerSettings.from_settings(settings),
     )
 

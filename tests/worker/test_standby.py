@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from tests.worker.training.conftest import sentiment_rows
 from worker import runner
 from worker.allocator import TRAINING_ALLOCATOR_ENVIRONMENT
 from worker.reconciler import purge_derived_data
+from worker.run_protocol import Failed, RunRequest, TemplateRecord, read_report
 from worker.training.speedups.data_cache import DerivedDataCache
 from worker.training_process import EXIT_FAILED, EXIT_STOPPED
 
@@ -64,6 +64,11 @@ def test_a_training_process_starts_with_the_allocator_settings_unless_the_operat
     assert variables["MALLOC_TRIM_THRESHOLD_"] == "12345"
 
 
+def job_request(report: Path) -> RunRequest:
+    """A job that does not exist: the run fails, and its report proves which process took it."""
+    return RunRequest(job_id="ftjob-nosuchjob", attempt=1, report_path=report, handed_over_at=time.time())
+
+
 def test_a_standby_whose_worker_closes_its_stdin_leaves(runner_settings: runner.RunnerSettings) -> None:
     process = started_standby(runner_settings)
     assert process.stdin is not None
@@ -75,8 +80,8 @@ def test_a_job_goes_to_the_waiting_standby_which_then_trains_under_the_jobs_name
     runner_settings: runner.RunnerSettings, tmp_path: Path
 ) -> None:
     standby = started_standby(runner_settings)
-    result = tmp_path / "result.json"
-    process = runner.hand_job_to_training_process(["ftjob-nosuchjob", "1", str(result)], runner_settings)
+    report = tmp_path / "report.json"
+    process = runner.hand_job_to_training_process(job_request(report), runner_settings)
     assert process is standby and runner._standby is None
     wait_for(
         lambda: b"ftjob-nosuchjob" in Path(f"/proc/{process.pid}/cmdline").read_bytes() or process.poll() is not None,
@@ -85,7 +90,8 @@ def test_a_job_goes_to_the_waiting_standby_which_then_trains_under_the_jobs_name
     )
     # The job does not exist, so the run fails; the report proves this process took that job.
     assert process.wait(timeout=60) == EXIT_FAILED
-    assert "ftjob-nosuchjob" in json.loads(result.read_text())["message"]
+    outcome = read_report(report).outcome
+    assert isinstance(outcome, Failed) and "ftjob-nosuchjob" in outcome.message
 
 
 def test_a_standby_that_died_is_replaced_by_a_fresh_process_for_the_job(
@@ -94,16 +100,21 @@ def test_a_standby_that_died_is_replaced_by_a_fresh_process_for_the_job(
     dead = started_standby(runner_settings)
     dead.kill()
     dead.wait()
-    result = tmp_path / "result.json"
-    process = runner.hand_job_to_training_process(["ftjob-nosuchjob", "1", str(result)], runner_settings)
+    report = tmp_path / "report.json"
+    process = runner.hand_job_to_training_process(job_request(report), runner_settings)
     assert process is not dead
     assert process.wait(timeout=60) == EXIT_FAILED
-    assert result.exists()
+    assert isinstance(read_report(report).outcome, Failed)
 
 
 def test_the_standby_preloads_the_most_recent_templates_first_and_no_more_than_the_pool_holds() -> None:
     runner._recent_templates.clear()
-    first, second, third = ({"location": name} for name in ("a", "b", "c"))
+    first, second, third = (
+        TemplateRecord(
+            task="text-classification", location=name, fingerprint="f", head="labels=2", trust_remote_code=False
+        )
+        for name in ("a", "b", "c")
+    )
     for template in (first, second, third, first):
         runner.remember_template(template, capacity=2)
     assert runner._recent_templates == [first, third]

@@ -12,8 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.storage.blob_keys import checkpoints_prefix
-from models.storage.blobs import ArtifactStore
+from worker.training.blob_store import BlobStore
 
 TRAINABLE_WEIGHTS = "trainable.safetensors"
 OPTIMIZER_STATE = "optimizer.pt"
@@ -43,13 +42,8 @@ class LoadedCheckpoint:
     state: TrainerState
 
 
-def checkpoint_key(job_id: str, step: int, attempt: int) -> str:
-    """Each run writes under its own names, so a run that lost its lease can never overwrite another's."""
-    return f"{checkpoints_prefix(job_id)}/step-{step:08d}-attempt-{attempt}"
-
-
 def save_checkpoint(
-    store: ArtifactStore,
+    store: BlobStore,
     key: str,
     *,
     network: nn.Module,

@@ -27,13 +27,17 @@ class TokenisedExamples:
     example_fields: dict[str, torch.Tensor]
     pad_values: dict[str, int] = field(default_factory=dict)
     padding_side: PaddingSide = "right"
+    # What a task keeps beside the network's inputs (word ids, character offsets, window→example maps),
+    # laid out like the fields above but never put in a batch: its evaluator reads them by index.
+    side_token_fields: dict[str, torch.Tensor] = field(default_factory=dict)
+    side_example_fields: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         total = int(self.offsets[-1])
-        for name, values in self.token_fields.items():
+        for name, values in (self.token_fields | self.side_token_fields).items():
             if values.shape[0] != total:
                 raise ValueError(f"token field {name} holds {values.shape[0]} values for {total} tokens")
-        for name, values in self.example_fields.items():
+        for name, values in (self.example_fields | self.side_example_fields).items():
             if values.shape[0] != len(self):
                 raise ValueError(f"example field {name} holds {values.shape[0]} values for {len(self)} examples")
 
@@ -92,15 +96,32 @@ def from_lists(
     example_fields: dict[str, list[int]],
     pad_values: dict[str, int],
     padding_side: PaddingSide = "right",
+    *,
+    side_token_fields: dict[str, list[list[int]]] | None = None,
+    side_example_fields: dict[str, list[int]] | None = None,
 ) -> TokenisedExamples:
     """Flatten a tokenizer's per-example lists."""
     first = next(iter(token_fields.values()))
     lengths = torch.tensor([len(tokens) for tokens in first], dtype=torch.long)
     offsets = torch.zeros(len(first) + 1, dtype=torch.long)
     torch.cumsum(lengths, 0, out=offsets[1:])
-    flat = {
+    return TokenisedExamples(
+        offsets,
+        _flat(token_fields),
+        _per_example(example_fields),
+        pad_values,
+        padding_side,
+        side_token_fields=_flat(side_token_fields or {}),
+        side_example_fields=_per_example(side_example_fields or {}),
+    )
+
+
+def _flat(fields: dict[str, list[list[int]]]) -> dict[str, torch.Tensor]:
+    return {
         name: torch.tensor([token for tokens in rows for token in tokens], dtype=torch.int32)
-        for name, rows in token_fields.items()
+        for name, rows in fields.items()
     }
-    per_example = {name: torch.tensor(values, dtype=torch.long) for name, values in example_fields.items()}
-    return TokenisedExamples(offsets, flat, per_example, pad_values, padding_side)
+
+
+def _per_example(fields: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+    return {name: torch.tensor(values, dtype=torch.long) for name, values in fields.items()}

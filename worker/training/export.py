@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from torch import nn
 
-from models.storage.blobs import ArtifactStore, sha256_of_file
+from models.checksums import sha256_of_file
+from worker.training.blob_store import BlobStore
 
 
 @dataclass(frozen=True)
@@ -21,9 +23,10 @@ class ExportManifest:
 
 
 def export_model_archive(
-    store: ArtifactStore, key: str, network: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+    store: BlobStore, key: str, network: nn.Module, *, save_extras: Callable[[Path], None]
 ) -> ExportManifest:
-    """save_pretrained (safetensors) + tokenizer, tarred at the archive root, hashed, published atomically.
+    """save_pretrained (safetensors) + the task's extras (tokenizer, …), tarred at the archive root, hashed,
+    published atomically.
 
     Every parameter is exported with requires_grad restored, so the folder loads with the plain
     auto classes and pipeline, no Graft code needed.
@@ -31,8 +34,8 @@ def export_model_archive(
     folder = store.new_temporary_path()
     archive = store.new_temporary_path()
     try:
-        network.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
+        network.save_pretrained(folder, safe_serialization=True)  # type: ignore[operator]
+        save_extras(folder)
         names = sorted(path.name for path in folder.iterdir())
         with tarfile.open(archive, "w") as tar:
             for name in names:

@@ -8,14 +8,19 @@ from typing import Any
 
 from worker.training.reporting import StepProgress
 
-COLUMNS = ["step", "epoch", "train_loss", "learning_rate", "valid_loss", "valid_accuracy", "valid_macro_f1"]
+STEP_COLUMNS = ["step", "epoch", "train_loss", "learning_rate"]
 
 
 class MetricsLog:
-    """A TrainingReporter that remembers one row per step; validation metrics join the epoch's last step."""
+    """A Reporter that remembers one row per step; validation metrics join the epoch's last step.
+
+    The columns are the step's, then each validation metric in the order the task first reported it
+    (they differ between tasks), then the strategy's penalty when it has one.
+    """
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.columns: list[str] = list(STEP_COLUMNS)
 
     def run_started(self, **_: int) -> None: ...
 
@@ -28,12 +33,21 @@ class MetricsLog:
                 "learning_rate": progress.learning_rate,
             }
         )
+        if progress.penalty is not None:
+            self.rows[-1]["penalty"] = progress.penalty
+            self._add_column("penalty")
 
     def epoch_finished(self, *, epoch: int, step: int, metrics: dict[str, float]) -> None:
         for row in reversed(self.rows):
             if row["step"] == step:
-                row.update({name: value for name, value in metrics.items() if name in COLUMNS})
+                row.update(metrics)
                 break
+        for name in metrics:
+            self._add_column(name)
+
+    def _add_column(self, name: str) -> None:
+        if name not in self.columns:
+            self.columns.append(name)
 
     def checkpoint_saved(self, **_: Any) -> None: ...
 
@@ -41,7 +55,7 @@ class MetricsLog:
 
     def to_csv(self) -> bytes:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=self.columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
         return buffer.getvalue().encode("utf-8")

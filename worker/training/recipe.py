@@ -6,50 +6,41 @@ import math
 import random
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+from torch import nn
+from transformers import get_linear_schedule_with_warmup
 
 from models.errors import JobErrorCode
-from models.storage.blobs import ArtifactStore
 from worker.training.accelerator import Accelerator
+from worker.training.anatomy import UnsplittableArchitecture, find_anatomy
 from worker.training.batching import length_grouped_batches, length_sorted_batches
+from worker.training.blob_store import BlobStore
 from worker.training.checkpoints import (
-    checkpoint_key,
     load_checkpoint,
     restore_python_random_state,
     restore_random_generators,
     save_checkpoint,
 )
-from worker.training.config import DataFile, TrainingConfig
-from worker.training.examples import Batch, TokenisedExamples
 from worker.training.export import ExportManifest, export_model_archive
-from worker.training.heads import TASKS, TaskAdapter
-from worker.training.reporting import StepProgress, TrainingFailure, TrainingReporter
+from worker.training.reporting import Reporter, StepProgress, TrainingFailure
+from worker.training.run_spec import DataFile, RunSpec
 from worker.training.speedups.collector import long_lived_objects_frozen
-from worker.training.speedups.frozen_features import BoundaryFeatures, FeaturePath, FrozenPrefix
+from worker.training.speedups.feature_reuse import FeatureSource, FileRole, FrozenLayerFeatures
 from worker.training.speedups.model_pool import ModelPool, TemplateKey, job_network
-from worker.training.speedups.prepared_data import (
-    CacheOptions,
-    PreparedFeatures,
-    frozen_features,
-    model_fingerprint,
-    tokenised_file,
-)
-from worker.training.strategies import (
-    FreezePlan,
-    optimizer_parameter_groups,
-    plan_freezing,
-    set_training_mode,
-)
+from worker.training.speedups.prepared_data import CacheOptions, encoded_file, model_fingerprint
+from worker.training.strategies.parameter_groups import optimizer_parameter_groups
+from worker.training.strategies.protocol import NetworkLayout, Strategy
+from worker.training.strategies.registry import build_strategy
+from worker.training.tasks.protocol import Batch, EngineTask, Examples
+from worker.training.tasks.registry import engine_task
 
 MAX_GRADIENT_NORM = 1.0
+EVAL_BATCH_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -88,66 +79,72 @@ class RunControl:
     stop_requested: Callable[[], bool] = never_stop
 
 
-EVAL_BATCH_SIZE = 64
-
-
 class FineTuningRecipe:
     """torchtune's shape: `setup`, then `train` with the loop in plain sight, then `export`.
 
-    The recipe knows nothing of databases or settings: it reads a TrainingConfig, writes blobs to
-    the artifact store and tells a TrainingReporter what happened. Data derived from the files
-    (token ids, frozen features) goes through the cache in `cache_options`, when there is one.
+    The recipe knows nothing of databases or settings: it reads a RunSpec, writes blobs to a
+    BlobStore and tells a Reporter what happened. What varies between jobs is the task
+    (EngineTask: processor, head, examples, loss, evaluator) and the strategy (Strategy: what
+    trains, when, any penalty); the loop calls them and branches on neither.
     """
 
     def __init__(
         self,
-        config: TrainingConfig,
-        store: ArtifactStore,
-        reporter: TrainingReporter,
+        spec: RunSpec,
+        store: BlobStore,
+        reporter: Reporter,
         control: RunControl | None = None,
         cache_options: CacheOptions | None = None,
         accelerator: Accelerator | None = None,
         model_pool: ModelPool | None = None,
         started: float | None = None,
     ) -> None:
-        self.config = config
+        self.spec = spec
         self.store = store
         self.reporter = reporter
         self.control = control or RunControl()
         self.cache_options = cache_options or CacheOptions()
         self.accelerator = accelerator or Accelerator.pick()
         self.model_pool = model_pool
-        self.task: TaskAdapter = TASKS[config.task]
+        self.task: EngineTask = engine_task(spec.task)
+        self.strategy: Strategy = build_strategy(spec.strategy)
         self.device = self.accelerator.device
         self.started = time.monotonic() if started is None else started  # time to first step counts from here
 
     def setup(self) -> None:
-        """Seed, load the base model with a new head, freeze per strategy, tokenise, build the optimiser."""
-        self._seed_everything(self.config.seed)
+        """Seed, load the base model with the task's head, apply the strategy, encode the files, build the optimiser."""
+        self._seed_everything(self.spec.seed)
         self.accelerator.configure()
         self.accelerator.reset_peak_memory()
-        self.fingerprint = model_fingerprint(self.config.base_model_location)
+        self.fingerprint = model_fingerprint(self.spec.base_model_location)
         try:
-            self.tokenizer: PreTrainedTokenizerBase = self.task.load_tokenizer(self.config)
-            self.network: PreTrainedModel = self._load_network()
+            self.processor: Any = self.task.load_processor(self.spec)
+            self.network: nn.Module = self._load_network()
         except (OSError, ValueError) as error:
             raise TrainingFailure(
                 JobErrorCode.base_model_unavailable,
-                f"could not load base model from {self.config.base_model_location}: {error}",
+                f"could not load base model from {self.spec.base_model_location}: {error}",
             ) from error
-        torch.nn.Module.to(self.network, self.device)
-        self.plan: FreezePlan = plan_freezing(self.network, self.config.num_layers, self.config.strategy)
-        self.training_examples = self._tokenised(self.config.training_file)
-        self.validation_examples: TokenisedExamples | None = (
-            self._tokenised(self.config.validation_file) if self.config.validation_file else None
+        nn.Module.to(self.network, self.device)
+        try:
+            anatomy = find_anatomy(self.network)
+        except UnsplittableArchitecture as error:
+            raise TrainingFailure(JobErrorCode.invalid_training_data, str(error)) from error
+        self.layout = NetworkLayout(anatomy, self.new_parameter_names)
+        groups = self.strategy.apply(self.network, self.layout)
+        self.training_examples = self._encoded(self.spec.training_file)
+        self.validation_examples: Examples | None = (
+            self._encoded(self.spec.validation_file) if self.spec.validation_file else None
         )
-        hyper = self.config.hyperparameters
+        hyper = self.spec.hyperparameters
         self.steps_per_epoch = math.ceil(len(self.training_examples) / hyper.batch_size)
         self.total_steps = self.steps_per_epoch * hyper.n_epochs
+        head = {id(parameter) for module in anatomy.head for parameter in module.parameters()}
+        self.trainable = [parameter for group in groups for parameter in group.parameters]
         self.optimizer = self.accelerator.optimizer(
-            optimizer_parameter_groups(self.plan, hyper.learning_rate, hyper.weight_decay),
+            optimizer_parameter_groups(self.network, groups, hyper.learning_rate, hyper.weight_decay),
             hyper.learning_rate,
-            head_only=self.plan.frozen_layers == len(self.plan.layers),
+            head_only=all(id(parameter) in head for parameter in self.trainable),
         )
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer,
@@ -155,28 +152,24 @@ class FineTuningRecipe:
             num_training_steps=self.total_steps,
         )
         self.step_network = self.accelerator.maybe_compile(self.network)
-        self.trainable = [p for p in self.network.parameters() if p.requires_grad]
-        self.trainable_parameters = sum(p.numel() for p in self.trainable)
-        self.total_parameters = sum(p.numel() for p in self.network.parameters())
         self.position = TrainingPosition(epochs_done=0, batches_into_epoch=0, step=0, trained_tokens=0)
         self.last_checkpoint_step = 0
-        self.prefix = (
-            FrozenPrefix(self.network, self.plan.layers, self.plan.frozen_layers)
-            if self.plan.frozen_layers > 0
-            else None
-        )
-        self.training_features: BoundaryFeatures | None = None
-        self.validation_features: BoundaryFeatures | None = None
-        self.feature_path = FeaturePath.not_applicable
+        self.features = self._frozen_layer_features(anatomy.layers)
+        self.features.use_depth(self.strategy.frozen_layers())
         self.last_progress: StepProgress | None = None
         self.reporter.run_started(
             trainable_parameters=self.trainable_parameters,
-            total_parameters=self.total_parameters,
+            total_parameters=sum(p.numel() for p in self.network.parameters()),
             total_steps=self.total_steps,
             examples=len(self.training_examples),
         )
 
-    def _load_network(self) -> PreTrainedModel:
+    @property
+    def trainable_parameters(self) -> int:
+        """Parameters training now (a schedule may change it between epochs)."""
+        return sum(p.numel() for p in self.network.parameters() if p.requires_grad)
+
+    def _load_network(self) -> nn.Module:
         """The task network from the pool's template (loading it on a miss), its head initialised from the seed.
 
         The seed is set again right before the head's initialisation, so whether the template
@@ -191,123 +184,80 @@ class FineTuningRecipe:
             template = self.task.load_template(key)
             if pool is not None:
                 pool.add(key, template)
-        self._seed_everything(self.config.seed)
+        self._seed_everything(self.spec.seed)
         network = job_network(template, keep_template=pool is not None and key in pool)
-        self.task.label_network(network, self.config)
+        self.new_parameter_names = frozenset(
+            name
+            for name, _ in network.named_parameters()
+            if any(name.startswith(module + ".") for module in template.new_modules)
+        )
+        self.task.prepare_network(network, self.spec)
         return network
 
     @property
     def template_key(self) -> TemplateKey:
-        return TemplateKey(
-            task=self.config.task.value,
-            location=self.config.base_model_location,
-            fingerprint=self.fingerprint,
-            num_labels=len(self.config.label_names),
-            trust_remote_code=self.config.trust_remote_code,
-        )
+        return self.task.template_key(self.spec, self.fingerprint)
 
-    def _tokenised(self, data_file: DataFile) -> TokenisedExamples:
-        examples, _ = tokenised_file(
+    def _encoded(self, data_file: DataFile) -> Examples:
+        examples, _ = encoded_file(
             self.task,
             data_file,
-            self.tokenizer,
-            self.config,
+            self.processor,
+            self.spec,
             cache=self.cache_options.cache,
             fingerprint=self.fingerprint,
         )
         return examples
 
-    def prepare_frozen_features(self) -> None:
-        """Run the frozen prefix once over the training file (or find its output in the cache)."""
-        if self.prefix is None or self.training_features is not None or self.feature_path is FeaturePath.recomputed:
-            return
-        prepared = self._frozen_features(self.training_examples, self.config.training_file, "training")
-        self.feature_path = prepared.path
-        self.training_features = prepared.features
-        self._report_features(prepared, "training")
-
-    def prepare_validation_features(self) -> None:
-        """The same for the validation file, before the first evaluation; its path follows the training file's."""
-        if self.prefix is None or self.validation_examples is None or self.config.validation_file is None:
-            return
-        if self.validation_features is not None or self.feature_path is FeaturePath.recomputed:
-            return
-        prepared = self._frozen_features(self.validation_examples, self.config.validation_file, "validation")
-        if prepared.features is not None:
-            self.validation_features = prepared.features
-        self._report_features(prepared, "validation")
-
-    def _frozen_features(self, examples: TokenisedExamples, data_file: DataFile, file_role: str) -> PreparedFeatures:
-        assert self.prefix is not None
-
-        def computed(seconds: float) -> None:
-            self.reporter.message(
-                f"Frozen features of the {file_role} file complete: the frozen layers ran over it once, "
-                f"in {seconds:.1f} s",
-                data={"frozen_features_computed": file_role, "seconds": round(seconds, 3)},
-            )
-
-        return frozen_features(
-            self.prefix,
-            examples,
-            data_file,
-            first_token_only=lambda: self._first_token_only,
+    def _frozen_layer_features(self, layers: list[nn.Module]) -> FrozenLayerFeatures:
+        sources = {FileRole.training: FeatureSource(self.training_examples, self.spec.training_file)}
+        if self.validation_examples is not None and self.spec.validation_file is not None:
+            sources[FileRole.validation] = FeatureSource(self.validation_examples, self.spec.validation_file)
+        return FrozenLayerFeatures(
+            self.network,
+            layers,
+            sources,
+            reads_every_token=self.task.reads_every_token,
             options=self.cache_options,
             key_parts={
                 "model": self.fingerprint,
-                "max_length": self.config.hyperparameters.max_length,
+                "task": self.spec.task.value,
+                "max_length": self.spec.hyperparameters.max_length,
                 "precision": self.accelerator.precision,
             },
             device=self.device,
             autocast=self.accelerator.autocast,
-            on_computed=computed,
-        )
-
-    @cached_property
-    def _first_token_only(self) -> bool:
-        """Whether the head reads only the first token's state: possible only when every layer is frozen."""
-        assert self.prefix is not None
-        if self.prefix.depth != len(self.plan.layers):
-            return False
-        return self.prefix.head_reads_first_token_only(self.training_examples, self.device)
-
-    def _report_features(self, prepared: PreparedFeatures, file_role: str) -> None:
-        assert self.prefix is not None
-        self.reporter.message(
-            _describe_features(prepared, self.prefix.depth, file_role),
-            data={
-                "frozen_features": prepared.path.value,
-                "file": file_role,
-                "frozen_layers": self.prefix.depth,
-                "first_token_only": prepared.features.first_token_only if prepared.features else None,
-                "from_cache": prepared.from_cache,
-                "size_bytes": prepared.size_bytes,
-            },
+            pin_memory=self.accelerator.pin_memory,
+            report=lambda text, data: self.reporter.message(text, data=data),
         )
 
     def resume(self, folder: Path) -> int:
         """Continue from a complete checkpoint (call after `setup`): weights, optimiser, schedule, RNG, position.
 
-        Each epoch's batch order is a function of (seed, epoch), so a checkpoint taken mid-epoch
-        continues with the very batches an uninterrupted run would have drawn next. Returns its step.
+        The strategy is first set to the epoch the checkpoint was written in, whose trainable
+        parameters the checkpoint holds. Each epoch's batch order is a function of (seed, epoch),
+        so a checkpoint taken mid-epoch continues with the very batches an uninterrupted run would
+        have drawn next. Returns its step.
         """
         checkpoint = load_checkpoint(folder)
+        state = checkpoint.state
+        self.strategy.on_epoch_start(state.epoch if state.batches_into_epoch == 0 else state.epoch + 1)
         trainable = {name for name, p in self.network.named_parameters() if p.requires_grad}
         if set(checkpoint.trainable_weights) != trainable:
             raise ValueError(f"checkpoint {folder.name} does not match this job's trainable parameters")
         self.network.load_state_dict(checkpoint.trainable_weights, strict=False)
         self.optimizer.load_state_dict(checkpoint.optimizer)
-        self.scheduler.load_state_dict(checkpoint.state.scheduler)
+        self.scheduler.load_state_dict(state.scheduler)
         restore_random_generators(checkpoint.rng)
-        restore_python_random_state(checkpoint.state.python_random_state)
+        restore_python_random_state(state.python_random_state)
         self.position = TrainingPosition(
-            epochs_done=checkpoint.state.epoch,
-            batches_into_epoch=checkpoint.state.batches_into_epoch,
-            step=checkpoint.state.step,
-            trained_tokens=checkpoint.state.trained_tokens,
+            epochs_done=state.epoch,
+            batches_into_epoch=state.batches_into_epoch,
+            step=state.step,
+            trained_tokens=state.trained_tokens,
         )
-        self.last_checkpoint_step = checkpoint.state.step
-        return checkpoint.state.step
+        self.last_checkpoint_step = state.step
+        return state.step
 
     def epoch_batches(self, epoch: int, skip_batches: int = 0) -> list[list[int]]:
         """Epoch `epoch`'s batches of example indices, length-grouped, from batch `skip_batches` on.
@@ -317,21 +267,24 @@ class FineTuningRecipe:
         """
         return length_grouped_batches(
             self.training_examples.lengths,
-            self.config.hyperparameters.batch_size,
-            seed=self.config.seed,
+            self.spec.hyperparameters.batch_size,
+            seed=self.spec.seed,
             epoch=epoch,
         )[skip_batches:]
 
-    def _inputs(self, indices: list[int], features: BoundaryFeatures | None, examples: TokenisedExamples) -> Batch:
-        """The batch on the device; with cached features, the prefix is primed with the batch's states."""
-        if features is None:
-            return self.accelerator.to_device(examples.batch(indices))
-        assert self.prefix is not None
-        batch, self.prefix.pending = features.batch(indices, self.device, pin_memory=self.accelerator.pin_memory)
-        return batch
+    def _batch(self, role: FileRole, examples: Examples, indices: list[int]) -> Batch:
+        """The batch on the device: served from the frozen layers' states when kept, else collated whole."""
+        served = self.features.batch(role, indices)
+        return served if served is not None else self.accelerator.to_device(examples.batch(indices))
 
-    def _frozen_prefix_replaced(self, features: BoundaryFeatures | None) -> AbstractContextManager[None]:
-        return self.prefix.replaced() if self.prefix is not None and features is not None else nullcontext()
+    def start_epoch(self, epoch: int) -> None:
+        """Let the strategy set what trains, then serve the frozen layers' states for its frozen depth."""
+        self.strategy.on_epoch_start(epoch)
+        self.features.use_depth(self.strategy.frozen_layers())
+        self.features.prepare(FileRole.training)
+        self.network.train()
+        for module in self.strategy.frozen_modules():
+            module.eval()  # frozen parts keep their pretrained dropout and norms
 
     def train(self) -> int:
         """Run every remaining epoch; returns the tokens trained on.
@@ -344,33 +297,34 @@ class FineTuningRecipe:
             return self._train()
 
     def _train(self) -> int:
-        self.prepare_frozen_features()
         step, trained_tokens, samples_seen = self.position.step, self.position.trained_tokens, 0
         started = last_checkpoint = time.monotonic()
         first_step_at: float | None = None
         skip_batches = self.position.batches_into_epoch
         lengths = self.training_examples.lengths
-        for epoch in range(self.position.epochs_done + 1, self.config.hyperparameters.n_epochs + 1):
-            set_training_mode(self.network, self.plan)
+        for epoch in range(self.position.epochs_done + 1, self.spec.hyperparameters.n_epochs + 1):
+            self.start_epoch(epoch)
             with (
-                self._frozen_prefix_replaced(self.training_features),
-                self.accelerator.cpu_threads(1 if self._head_only_on_cached_vectors() else None),
+                self.features.serving(FileRole.training),
+                self.accelerator.cpu_threads(1 if self.features.head_only_on_cached_vectors() else None),
             ):
                 for batch_index, indices in enumerate(self.epoch_batches(epoch, skip_batches), start=skip_batches):
                     if self.control.stop_requested():
                         self._stop(
                             step=step, epoch=epoch, batches_into_epoch=batch_index, trained_tokens=trained_tokens
                         )
-                    batch = self._inputs(indices, self.training_features, self.training_examples)
+                    batch = self._batch(FileRole.training, self.training_examples, indices)
                     with self.accelerator.autocast():
-                        loss = self.step_network(**batch).loss
-                    if not torch.isfinite(loss):
+                        loss, _ = self.task.loss_step(self.step_network, batch)
+                    penalty = self.strategy.penalty(self.network)
+                    total = loss if penalty is None else loss + penalty
+                    if not torch.isfinite(total):
                         raise TrainingFailure(
                             JobErrorCode.training_diverged,
-                            f"training loss became {loss.item()} at step {step + 1}; "
+                            f"training loss became {total.item()} at step {step + 1}; "
                             "lower hyperparameters.learning_rate_multiplier",
                         )
-                    loss.backward()
+                    total.backward()
                     torch.nn.utils.clip_grad_norm_(self.trainable, MAX_GRADIENT_NORM)
                     self.optimizer.step()
                     self.scheduler.step()
@@ -392,7 +346,8 @@ class FineTuningRecipe:
                         trained_tokens=trained_tokens,
                         seconds_to_first_step=first_step_at - self.started,
                         peak_memory_bytes=self.accelerator.peak_memory_bytes(),
-                        frozen_features=self.feature_path.value,
+                        frozen_features=self.features.path.value,
+                        penalty=None if penalty is None else float(penalty.item()),
                     )
                     self.reporter.step_finished(self.last_progress)
                     batches_done = batch_index + 1
@@ -423,15 +378,6 @@ class FineTuningRecipe:
             last_checkpoint = time.monotonic()
         return trained_tokens
 
-    def _head_only_on_cached_vectors(self) -> bool:
-        """Whether a step is only the head on one cached vector per example (tiny operations).
-
-        Decided by the job alone, never by what the cache held, so a run computes the same numbers
-        on a cold and a warm cache and when resumed (features still filling in use all threads).
-        """
-        features = self.training_features
-        return features is not None and features.first_token_only
-
     def _stop(self, *, step: int, epoch: int, batches_into_epoch: int, trained_tokens: int) -> None:
         """Checkpoint where training stands (unless nothing was trained since the last one) and stop."""
         if step > self.last_checkpoint_step:
@@ -447,26 +393,26 @@ class FineTuningRecipe:
 
     def evaluate(self) -> dict[str, float]:
         """Validation loss and the task's metrics over the whole validation file, in length-sorted batches."""
-        self.prepare_validation_features()
-        return self._evaluate()
+        self.features.prepare(FileRole.validation)
+        with self.features.serving(FileRole.validation):
+            return self._evaluate()
 
     @torch.inference_mode()
     def _evaluate(self) -> dict[str, float]:
-        assert self.validation_examples is not None
+        examples = self.validation_examples
+        assert examples is not None
         self.network.eval()
-        all_logits, all_labels, loss_sum = [], [], 0.0
-        with self._frozen_prefix_replaced(self.validation_features):
-            for indices in length_sorted_batches(self.validation_examples.lengths, EVAL_BATCH_SIZE):
-                batch = self._inputs(indices, self.validation_features, self.validation_examples)
-                with self.accelerator.autocast():
-                    output = self.network(**batch)
-                loss_sum += float(output.loss.item()) * batch["labels"].shape[0]
-                all_logits.append(output.logits.float().cpu())
-                all_labels.append(batch["labels"].cpu())
-        logits, labels = torch.cat(all_logits), torch.cat(all_labels)
-        metrics = {f"valid_{name}": value for name, value in self.task.metrics(logits, labels).items()}
-        metrics["valid_loss"] = loss_sum / len(labels)
-        return metrics
+        evaluator = self.task.evaluator(examples, self.spec)
+        loss_sum, counted = 0.0, 0
+        for indices in length_sorted_batches(examples.lengths, EVAL_BATCH_SIZE):
+            batch = self._batch(FileRole.validation, examples, indices)
+            with self.accelerator.autocast():
+                loss, outputs = self.task.loss_step(self.network, batch)
+            loss_sum += float(loss.item()) * len(indices)
+            counted += len(indices)
+            evaluator.update(indices, batch, outputs)
+        task_metrics = {f"valid_{name}": value for name, value in evaluator.compute().items()}
+        return {"valid_loss": loss_sum / max(counted, 1), **task_metrics}
 
     def save_checkpoint(
         self,
@@ -479,7 +425,7 @@ class FineTuningRecipe:
         trained_tokens: int,
     ) -> None:
         """Publish a checkpoint; `epoch` counts finished epochs, `batches_into_epoch` the next one's done batches."""
-        key = checkpoint_key(self.config.job_id, step, self.config.attempt)
+        key = self.spec.checkpoint_keys.format(step=step)
         try:
             size_bytes = save_checkpoint(
                 self.store,
@@ -504,10 +450,16 @@ class FineTuningRecipe:
 
     def export(self, key: str) -> ExportManifest:
         """Publish the fine-tuned model; frozen parameters are exported too, so the folder is complete."""
-        self.network.requires_grad_(True)
-        self.network.eval()
+        network = self.strategy.export(self.network)
+        network.requires_grad_(True)
+        network.eval()
         try:
-            return export_model_archive(self.store, key, self.network.cpu(), self.tokenizer)
+            return export_model_archive(
+                self.store,
+                key,
+                network.cpu(),
+                save_extras=lambda folder: self.task.save_extras(folder, network, self.processor),
+            )
         except OSError as error:
             raise TrainingFailure(
                 JobErrorCode.artifact_write_failed, f"could not write the fine-tuned model: {error}"
@@ -519,24 +471,11 @@ class FineTuningRecipe:
         torch.manual_seed(seed)
 
 
-def _describe_features(prepared: PreparedFeatures, depth: int, file_role: str) -> str:
-    size = prepared.size_bytes / 1024**2
-    if prepared.features is None:
-        return (
-            f"Frozen layers run at every step: the {file_role} file's states after layer {depth} ({size:.0f} MB) "
-            "fit neither the memory limit nor the disk cache"
-        )
-    what = "first-token states" if prepared.features.first_token_only else "hidden states"
-    source = "reused from the cache" if prepared.from_cache else "computed once, as training first reads each example"
-    where = "in memory" if prepared.path is FeaturePath.cached else "memory-mapped from disk"
-    return f"Frozen features of the {file_role} file ({what} after layer {depth}): {source}, {size:.1f} MB {where}"
-
-
-def describe_run(config: TrainingConfig) -> dict[str, Any]:
+def describe_run(spec: RunSpec) -> dict[str, Any]:
     """The settings of a run as an event's data: what a user needs to reproduce it."""
     return {
-        "strategy": config.strategy.as_dict(),
-        "hyperparameters": config.hyperparameters.as_dict(),
-        "seed": config.seed,
-        "labels": [str(label) for label in config.label_names],
+        "strategy": spec.strategy.as_dict(),
+        "hyperparameters": spec.hyperparameters.as_dict(),
+        "seed": spec.seed,
+        **spec.task_settings,
     }

@@ -21,6 +21,7 @@ class StepProgress:
     seconds_to_first_step: float = 0.0  # from the training process taking the job to its first optimiser step
     peak_memory_bytes: int = 0  # GPU memory allocated on CUDA, the process's resident set on CPU
     frozen_features: str = "not_applicable"  # worker.training.speedups.frozen_features.FeaturePath
+    penalty: float | None = None  # the strategy's regularisation term at this step (L2-SP), when it has one
 
     def performance(self) -> dict[str, Any]:
         """The job object's `performance` (models.wire.jobs.PerformanceRead)."""
@@ -45,7 +46,7 @@ class TrainingFailure(Exception):
         self.message = message
 
 
-class TrainingReporter(Protocol):
+class Reporter(Protocol):
     def run_started(
         self, *, trainable_parameters: int, total_parameters: int, total_steps: int, examples: int
     ) -> None: ...
@@ -69,7 +70,7 @@ class TrainingReporter(Protocol):
 class FanOutReporter:
     """Tells several reporters the same things, in order."""
 
-    def __init__(self, *reporters: TrainingReporter) -> None:
+    def __init__(self, *reporters: Reporter) -> None:
         self._reporters = reporters
 
     def run_started(self, *, trainable_parameters: int, total_parameters: int, total_steps: int, examples: int) -> None:

@@ -9,13 +9,15 @@ from typing import Any
 import pytest
 
 from models.hyperparameters import ResolvedHyperparameters, ResolvedStrategy
+from models.storage.blob_keys import checkpoint_key_pattern
 from models.strategies.names import StrategyType
 from models.tasks.names import Task
 from models.tasks.text_classification import DataFormat, summarize_file
 from tests.conftest import write_jsonl
-from worker.training.config import DataFile, TrainingConfig
 from worker.training.reporting import StepProgress
+from worker.training.run_spec import DataFile, RunSpec
 
+JOB_ID = "ftjob-" + "t" * 24
 WORDS_POSITIVE = ["good", "great", "fun", "best", "love", "moving"]
 WORDS_NEGATIVE = ["bad", "awful", "dull", "worst", "hate", "boring"]
 
@@ -64,15 +66,14 @@ def make_config(tmp_path: Path, tiny_bert_folder: Path) -> Any:
 
     def _make(
         kind: StrategyType = StrategyType.full, *, epochs: int = 2, learning_rate: float = 1e-3, seed: int = 3
-    ) -> TrainingConfig:
-        return TrainingConfig(
-            job_id="ftjob-" + "t" * 24,
+    ) -> RunSpec:
+        return RunSpec(
+            job_id=JOB_ID,
             task=Task.text_classification,
             seed=seed,
             base_model_location=str(tiny_bert_folder),
-            num_layers=2,
             trust_remote_code=False,
-            label_names=summarize_file(training, DataFormat.jsonl).label_names,
+            task_settings={"labels": summarize_file(training, DataFormat.jsonl).label_names},
             strategy=ResolvedStrategy(
                 kind,
                 1 if kind is StrategyType.partial else None,
@@ -89,6 +90,7 @@ def make_config(tmp_path: Path, tiny_bert_folder: Path) -> Any:
             ),
             training_file=DataFile(training, DataFormat.jsonl, ""),
             validation_file=DataFile(validation, DataFormat.jsonl, ""),
+            checkpoint_keys=checkpoint_key_pattern(JOB_ID, 1),
         )
 
     return _make

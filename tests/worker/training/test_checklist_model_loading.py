@@ -14,9 +14,9 @@ from models.errors import InvalidRequest
 from models.services import catalog
 from models.settings import Settings
 from models.storage.database import session_scope
-from worker.training.config import TrainingConfig
-from worker.training.heads import TextClassification
+from worker.training.run_spec import RunSpec
 from worker.training.speedups.model_pool import TemplateKey
+from worker.training.tasks.text_classification import TextClassification
 
 
 class _WritesMarkerWhenUnpickled:
@@ -29,14 +29,8 @@ class _WritesMarkerWhenUnpickled:
         return (open, (str(self.marker), "w"))
 
 
-def template_key(config: TrainingConfig) -> TemplateKey:
-    return TemplateKey(
-        task=config.task.value,
-        location=config.base_model_location,
-        fingerprint="",
-        num_labels=len(config.label_names),
-        trust_remote_code=config.trust_remote_code,
-    )
+def template_key(config: RunSpec) -> TemplateKey:
+    return TextClassification().template_key(config, fingerprint="")
 
 
 def booby_trapped_pickle(marker: Path) -> bytes:
@@ -85,7 +79,7 @@ def test_pickled_weights_beside_safetensors_are_never_unpickled(
     config = make_config()
     config = type(config)(**{**config.__dict__, "base_model_location": str(folder)})
     task = TextClassification()
-    task.load_tokenizer(config)
+    task.load_processor(config)
     network = task.load_template(template_key(config)).network
     assert network.config.num_labels == 2
     assert not marker.exists()

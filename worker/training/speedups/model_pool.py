@@ -17,12 +17,13 @@ from transformers import PreTrainedModel
 
 @dataclass(frozen=True)
 class TemplateKey:
-    """What a template depends on; the label names only go into the copy's config."""
+    """What a template depends on. `head` is the task's description of its head (say `labels=13`): label
+    names only go into the copy's config, so jobs with as many labels share a template."""
 
     task: str
     location: str
     fingerprint: str
-    num_labels: int
+    head: str
     trust_remote_code: bool
 
 

@@ -17,11 +17,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizerBase
 
-from worker.training.config import DataFile, TrainingConfig
 from worker.training.examples import TokenisedExamples
-from worker.training.heads import TaskAdapter
+from worker.training.run_spec import DataFile, RunSpec
 from worker.training.speedups.data_cache import CacheEntry, DerivedDataCache
 from worker.training.speedups.frozen_features import (
     BoundaryFeatures,
@@ -30,9 +28,10 @@ from worker.training.speedups.frozen_features import (
     FrozenPrefix,
     compute_boundary_states,
 )
+from worker.training.tasks.protocol import EngineTask, Examples
 
 # Bump when tokenisation or feature computation changes, so older cache entries are never read.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 FEATURE_BATCH_SIZE = 64  # inference batches of similar length: measured fastest for MiniLM on 2 cores
 
 
@@ -58,16 +57,20 @@ def model_fingerprint(location: str) -> str:
     return digest.hexdigest()[:24]
 
 
-def tokenised_file(
-    task: TaskAdapter,
+def encoded_file(
+    task: EngineTask,
     data_file: DataFile,
-    tokenizer: PreTrainedTokenizerBase,
-    config: TrainingConfig,
+    processor: Any,
+    spec: RunSpec,
     *,
     cache: DerivedDataCache | None,
     fingerprint: str,
-) -> tuple[TokenisedExamples, bool]:
-    """The file's examples as token ids, and whether they came from the cache."""
+) -> tuple[Examples, bool]:
+    """The file's examples as the task encodes them, and whether they came from the cache.
+
+    Token examples are cached, keyed by everything their encoding depends on: the file, the
+    model's files, the task and its settings (labels), the maximum length.
+    """
     entry = None
     if cache is not None:
         entry = cache.entry(
@@ -76,31 +79,48 @@ def tokenised_file(
             {
                 "format": CACHE_FORMAT,
                 "model": fingerprint,
-                "task": config.task.value,
-                "max_length": config.hyperparameters.max_length,
-                "labels": [str(label) for label in config.label_names],
+                "task": spec.task.value,
+                "max_length": spec.hyperparameters.max_length,
+                "settings": spec.task_settings,
             },
         )
         loaded = cache.load(entry)
         if loaded is not None:
             return _examples_from_arrays(*loaded), True
-    examples = task.tokenise_file(data_file, tokenizer, config)
-    if cache is not None and entry is not None:
-        arrays = {"offsets": examples.offsets}
-        arrays |= {f"token.{name}": values for name, values in examples.token_fields.items()}
-        arrays |= {f"example.{name}": values for name, values in examples.example_fields.items()}
+    examples = task.build_examples(data_file, processor, spec)
+    if cache is not None and entry is not None and isinstance(examples, TokenisedExamples):
         with contextlib.suppress(OSError):  # the cache is an optimisation: a job never fails for it
-            cache.store(entry, arrays, {"pad_values": examples.pad_values, "padding_side": examples.padding_side})
+            cache.store(entry, *_arrays_of_examples(examples))
     return examples, False
 
 
+_FIELD_KINDS = ("token", "example", "side_token", "side_example")
+
+
+def _arrays_of_examples(examples: TokenisedExamples) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    arrays = {"offsets": examples.offsets}
+    for kind, fields in zip(_FIELD_KINDS, _fields_of(examples), strict=True):
+        arrays |= {f"{kind}.{name}": values for name, values in fields.items()}
+    return arrays, {"pad_values": examples.pad_values, "padding_side": examples.padding_side}
+
+
+def _fields_of(examples: TokenisedExamples) -> tuple[dict[str, torch.Tensor], ...]:
+    return (examples.token_fields, examples.example_fields, examples.side_token_fields, examples.side_example_fields)
+
+
 def _examples_from_arrays(arrays: dict[str, torch.Tensor], metadata: dict[str, Any]) -> TokenisedExamples:
+    fields = {
+        kind: {name.removeprefix(f"{kind}."): a for name, a in arrays.items() if name.startswith(f"{kind}.")}
+        for kind in _FIELD_KINDS
+    }
     return TokenisedExamples(
         offsets=arrays["offsets"],
-        token_fields={name.removeprefix("token."): a for name, a in arrays.items() if name.startswith("token.")},
-        example_fields={name.removeprefix("example."): a for name, a in arrays.items() if name.startswith("example.")},
+        token_fields=fields["token"],
+        example_fields=fields["example"],
         pad_values=metadata["pad_values"],
         padding_side=metadata["padding_side"],
+        side_token_fields=fields["side_token"],
+        side_example_fields=fields["side_example"],
     )
 
 

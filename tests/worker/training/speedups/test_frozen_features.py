@@ -18,10 +18,10 @@ from models.tasks.text_classification import DataFormat
 from tests.conftest import write_jsonl
 from tests.worker.training.conftest import RecordingReporter, sentiment_rows
 from worker.training.batching import length_grouped_batches, length_sorted_batches
-from worker.training.config import DataFile, TrainingConfig
 from worker.training.examples import TokenisedExamples, from_lists
 from worker.training.export import extract_model_archive
 from worker.training.recipe import FineTuningRecipe, RunControl, TrainingStopped
+from worker.training.run_spec import DataFile, RunSpec
 from worker.training.speedups.frozen_features import (
     BoundaryFeatures,
     FeatureFiller,
@@ -29,7 +29,6 @@ from worker.training.speedups.frozen_features import (
     compute_boundary_states,
     fill_boundary_states,
 )
-from worker.training.strategies import set_training_mode
 
 CPU = torch.device("cpu")
 RecipeFor = Callable[[StrategyType], FineTuningRecipe]
@@ -56,7 +55,7 @@ def varied_sentiment_rows(count: int) -> list[dict[str, object]]:
     ]
 
 
-def varied_config(config: TrainingConfig, folder: Path, training_rows: int = 64) -> TrainingConfig:
+def varied_config(config: RunSpec, folder: Path, training_rows: int = 64) -> RunSpec:
     """The config with files of varied lengths, each named by its real sha256 as the derived-data cache needs."""
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -78,7 +77,7 @@ def recipe_for(make_config: Any, tmp_path: Path) -> RecipeFor:
     return _set_up
 
 
-def set_up(config: TrainingConfig, store_root: Path) -> FineTuningRecipe:
+def set_up(config: RunSpec, store_root: Path) -> FineTuningRecipe:
     recipe = FineTuningRecipe(config, ArtifactStore(store_root), MessageRecordingReporter())
     recipe.setup()
     return recipe
@@ -99,39 +98,39 @@ def inputs_of(examples: TokenisedExamples, indices: list[int]) -> dict[str, torc
 
 def test_the_probe_finds_that_berts_pooler_reads_only_the_first_token(recipe_for: RecipeFor) -> None:
     recipe = recipe_for(StrategyType.feature_extraction)
-    assert recipe.prefix is not None
-    assert recipe.prefix.depth == 2
-    assert recipe.prefix.head_reads_first_token_only(recipe.training_examples, CPU)
+    assert recipe.features.prefix is not None
+    assert recipe.features.prefix.depth == 2
+    assert recipe.features.prefix.head_reads_first_token_only(recipe.training_examples, CPU)
 
 
 def test_the_probe_finds_that_a_trainable_layer_above_the_boundary_reads_every_token(recipe_for: RecipeFor) -> None:
     recipe = recipe_for(StrategyType.partial)
-    assert recipe.prefix is not None
-    assert recipe.prefix.depth == 1
-    assert not recipe.prefix.head_reads_first_token_only(recipe.training_examples, CPU)
+    assert recipe.features.prefix is not None
+    assert recipe.features.prefix.depth == 1
+    assert not recipe.features.prefix.head_reads_first_token_only(recipe.training_examples, CPU)
 
 
 def test_the_probe_answers_no_for_left_padded_examples(recipe_for: RecipeFor) -> None:
     recipe = recipe_for(StrategyType.feature_extraction)
-    assert recipe.prefix is not None
+    assert recipe.features.prefix is not None
     left_padded = replace(recipe.training_examples, padding_side="left")
-    assert not recipe.prefix.head_reads_first_token_only(left_padded, CPU)
+    assert not recipe.features.prefix.head_reads_first_token_only(left_padded, CPU)
 
 
 def test_the_probe_leaves_the_network_whole_and_in_its_mode(recipe_for: RecipeFor) -> None:
     recipe = recipe_for(StrategyType.feature_extraction)
-    assert recipe.prefix is not None
+    assert recipe.features.prefix is not None
     recipe.network.train()
-    recipe.prefix.head_reads_first_token_only(recipe.training_examples, CPU)
+    recipe.features.prefix.head_reads_first_token_only(recipe.training_examples, CPU)
     assert recipe.network.training
-    assert all("forward" not in vars(layer) for layer in recipe.plan.layers)
-    assert recipe.prefix.pending is None
+    assert all("forward" not in vars(layer) for layer in recipe.features.layers)
+    assert recipe.features.prefix.pending is None
 
 
 @pytest.mark.parametrize("depth", [1, 2])
 def test_boundary_states_are_the_hidden_states_after_the_last_frozen_layer(recipe_for: RecipeFor, depth: int) -> None:
     recipe = recipe_for(StrategyType.feature_extraction)
-    prefix = FrozenPrefix(recipe.network, recipe.plan.layers, depth)
+    prefix = FrozenPrefix(recipe.network, recipe.features.layers, depth)
     evaluation_mode(recipe.network)
     inputs = inputs_of(recipe.training_examples, [0, 1, 2, 3])
     with torch.no_grad():
@@ -144,7 +143,7 @@ def test_a_prefix_must_hold_between_one_and_all_layers(recipe_for: RecipeFor) ->
     recipe = recipe_for(StrategyType.feature_extraction)
     for depth in (0, 3):
         with pytest.raises(ValueError, match="a frozen prefix needs 1 to 2 layers"):
-            FrozenPrefix(recipe.network, recipe.plan.layers, depth)
+            FrozenPrefix(recipe.network, recipe.features.layers, depth)
 
 
 @pytest.mark.parametrize("depth", [1, 2])
@@ -152,7 +151,7 @@ def test_the_replaced_layers_return_the_pending_states_and_the_network_gives_the
     recipe_for: RecipeFor, depth: int
 ) -> None:
     recipe = recipe_for(StrategyType.feature_extraction)
-    prefix = FrozenPrefix(recipe.network, recipe.plan.layers, depth)
+    prefix = FrozenPrefix(recipe.network, recipe.features.layers, depth)
     evaluation_mode(recipe.network)
     inputs = inputs_of(recipe.training_examples, [5, 6, 7])
     with torch.no_grad():
@@ -169,19 +168,19 @@ def test_the_replaced_layers_return_the_pending_states_and_the_network_gives_the
 
 def test_the_frozen_layers_forward_is_restored_even_when_the_block_raises(recipe_for: RecipeFor) -> None:
     recipe = recipe_for(StrategyType.feature_extraction)
-    prefix = FrozenPrefix(recipe.network, recipe.plan.layers, 2)
+    prefix = FrozenPrefix(recipe.network, recipe.features.layers, 2)
     with pytest.raises(RuntimeError, match="boom"), prefix.replaced():
         prefix.pending = torch.zeros(1, 1, 32)
-        assert all("forward" in vars(layer) for layer in recipe.plan.layers)
+        assert all("forward" in vars(layer) for layer in recipe.features.layers)
         raise RuntimeError("boom")
-    assert all("forward" not in vars(layer) for layer in recipe.plan.layers)
+    assert all("forward" not in vars(layer) for layer in recipe.features.layers)
     assert prefix.pending is None
 
 
 @pytest.mark.parametrize("first_token_only", [True, False])
 def test_computed_boundary_states_match_each_example_run_alone(recipe_for: RecipeFor, first_token_only: bool) -> None:
     recipe = recipe_for(StrategyType.feature_extraction)
-    prefix = FrozenPrefix(recipe.network, recipe.plan.layers, 2)
+    prefix = FrozenPrefix(recipe.network, recipe.features.layers, 2)
     examples = recipe.training_examples
     assert len(set(examples.lengths.tolist())) == 7
     recipe.network.train()
@@ -210,7 +209,7 @@ def test_a_batch_of_cached_features_gives_the_logits_of_the_whole_network(
     recipe_for: RecipeFor, kind: StrategyType
 ) -> None:
     recipe = recipe_for(kind)
-    prefix, examples = recipe.prefix, recipe.training_examples
+    prefix, examples = recipe.features.prefix, recipe.training_examples
     assert prefix is not None
     first_token_only = kind is StrategyType.feature_extraction
     states = compute_boundary_states(
@@ -272,9 +271,9 @@ def test_an_all_token_batch_places_each_tokens_state_under_the_mask_and_zeros_at
 def filler_for(
     recipe: FineTuningRecipe, output: torch.Tensor, *, first_token_only: bool, completions: list[float] | None = None
 ) -> FeatureFiller:
-    assert recipe.prefix is not None
+    assert recipe.features.prefix is not None
     return FeatureFiller(
-        recipe.prefix,
+        recipe.features.prefix,
         recipe.training_examples,
         output,
         first_token_only=first_token_only,
@@ -286,9 +285,9 @@ def filler_for(
 
 
 def upfront_states(recipe: FineTuningRecipe, *, first_token_only: bool) -> torch.Tensor:
-    assert recipe.prefix is not None
+    assert recipe.features.prefix is not None
     return compute_boundary_states(
-        recipe.prefix,
+        recipe.features.prefix,
         recipe.training_examples,
         first_token_only=first_token_only,
         batch_size=16,
@@ -349,7 +348,7 @@ def test_on_complete_runs_once_when_the_last_batch_is_in(recipe_for: RecipeFor) 
 
 def test_features_filled_while_the_frozen_layers_are_replaced_are_computed_for_real(recipe_for: RecipeFor) -> None:
     recipe = recipe_for(StrategyType.partial)
-    prefix = recipe.prefix
+    prefix = recipe.features.prefix
     assert prefix is not None
     expected = upfront_states(recipe, first_token_only=False)
     output = unfilled(recipe, first_token_only=False)
@@ -372,12 +371,14 @@ def test_features_filled_while_the_frozen_layers_are_replaced_are_computed_for_r
 
 def test_filling_features_leaves_every_modules_training_mode_as_it_found_it(recipe_for: RecipeFor) -> None:
     recipe = recipe_for(StrategyType.partial)
-    assert recipe.prefix is not None
-    set_training_mode(recipe.network, recipe.plan)  # the body's frozen part in eval, the rest training
+    assert recipe.features.prefix is not None
+    recipe.start_epoch(1)  # the body's frozen part in eval, the rest training
     modes = [module.training for module in recipe.network.modules()]
     assert any(modes) and not all(modes)
     output = unfilled(recipe, first_token_only=False)
-    fill_boundary_states(recipe.prefix, recipe.training_examples, [0, 1, 2], output, first_token_only=False, device=CPU)
+    fill_boundary_states(
+        recipe.features.prefix, recipe.training_examples, [0, 1, 2], output, first_token_only=False, device=CPU
+    )
     assert [module.training for module in recipe.network.modules()] == modes
 
 
@@ -407,7 +408,7 @@ def test_the_frozen_layers_forward_is_restored_after_training_and_export_matches
     config = varied_config(make_config(StrategyType.feature_extraction, epochs=1), tmp_path / "data")
     recipe = set_up(config, tmp_path / "store")
     recipe.train()
-    assert all("forward" not in vars(layer) for layer in recipe.plan.layers)
+    assert all("forward" not in vars(layer) for layer in recipe.features.layers)
     inputs = inputs_of(recipe.training_examples, list(range(8)))
     evaluation_mode(recipe.network)
     with torch.no_grad():
@@ -430,6 +431,6 @@ def test_the_frozen_layers_forward_is_restored_when_a_run_stops(make_config: Any
     recipe.setup()
     with pytest.raises(TrainingStopped):
         recipe.train()
-    assert all("forward" not in vars(layer) for layer in recipe.plan.layers)
-    assert recipe.prefix is not None
-    assert recipe.prefix.pending is None
+    assert all("forward" not in vars(layer) for layer in recipe.features.layers)
+    assert recipe.features.prefix is not None
+    assert recipe.features.prefix.pending is None

@@ -11,12 +11,12 @@ from transformers import PreTrainedModel
 from models.storage.blobs import ArtifactStore
 from models.strategies.names import StrategyType
 from tests.worker.training.conftest import RecordingReporter
-from worker.training.config import TrainingConfig
 from worker.training.recipe import FineTuningRecipe
+from worker.training.run_spec import RunSpec
 from worker.training.speedups.model_pool import ModelPool, Template, TemplateKey, new_module_names
 
 
-def set_up(config: TrainingConfig, store_root: Path, pool: ModelPool | None) -> FineTuningRecipe:
+def set_up(config: RunSpec, store_root: Path, pool: ModelPool | None) -> FineTuningRecipe:
     recipe = FineTuningRecipe(config, ArtifactStore(store_root), RecordingReporter(), model_pool=pool)
     recipe.setup()
     return recipe
@@ -40,7 +40,7 @@ def template_of(pool: ModelPool, recipe: FineTuningRecipe) -> Template:
 
 def key(location: str) -> TemplateKey:
     return TemplateKey(
-        task="text_classification", location=location, fingerprint="f", num_labels=2, trust_remote_code=False
+        task="text_classification", location=location, fingerprint="f", head="labels=2", trust_remote_code=False
     )
 
 

@@ -10,10 +10,11 @@ import torch
 from models.storage.blobs import ArtifactStore
 from models.strategies.names import StrategyType
 from tests.worker.training.speedups.test_frozen_features import MessageRecordingReporter, varied_config
-from worker.training.config import TrainingConfig
 from worker.training.recipe import FineTuningRecipe, RunControl, TrainingStopped
+from worker.training.run_spec import RunSpec
 from worker.training.speedups.data_cache import DerivedDataCache
-from worker.training.speedups.prepared_data import CacheOptions, model_fingerprint, tokenised_file
+from worker.training.speedups.feature_reuse import FileRole
+from worker.training.speedups.prepared_data import CacheOptions, encoded_file, model_fingerprint
 
 FROZEN_KINDS = [StrategyType.feature_extraction, StrategyType.partial]
 LARGE_CACHE_BYTES = 10**9
@@ -35,7 +36,7 @@ def recomputed(cache_root: Path) -> CacheOptions:
 
 
 def train(
-    config: TrainingConfig, store_root: Path, options: CacheOptions, control: RunControl | None = None
+    config: RunSpec, store_root: Path, options: CacheOptions, control: RunControl | None = None
 ) -> tuple[FineTuningRecipe, MessageRecordingReporter]:
     reporter = MessageRecordingReporter()
     recipe = FineTuningRecipe(config, ArtifactStore(store_root), reporter, control, cache_options=options)
@@ -72,7 +73,7 @@ def assert_same_weights(expected: dict[str, torch.Tensor], actual: dict[str, tor
 
 @pytest.fixture
 def varied(make_config: Any, tmp_path: Path) -> Any:
-    def _make(kind: StrategyType, *, epochs: int = 2, training_rows: int = 64) -> TrainingConfig:
+    def _make(kind: StrategyType, *, epochs: int = 2, training_rows: int = 64) -> RunSpec:
         # 1e-2 moves the head enough in 16 steps that the losses depend on every feature's value.
         config = make_config(kind, epochs=epochs, learning_rate=1e-2)
         return varied_config(config, tmp_path / "data", training_rows)
@@ -130,7 +131,7 @@ def test_a_run_without_a_cache_or_memory_recomputes_the_frozen_layers(varied: An
     recipe, reporter = train(config, tmp_path / "b", CacheOptions(cache=None, feature_memory_limit_bytes=0))
     assert reporter.feature_events()["training"]["frozen_features"] == "recomputed"
     assert "Frozen layers run at every step" in next(text for text, data in reporter.messages if data)
-    assert recipe.training_features is None
+    assert recipe.features.features.get(FileRole.training) is None
     torch.testing.assert_close(losses(reporter), losses(reference), rtol=0, atol=5e-6)
 
 
@@ -170,22 +171,22 @@ def test_features_of_another_max_length_or_freeze_depth_are_not_reused(varied: A
     assert other_depth.feature_events()["training"]["from_cache"] is False
 
 
-def replace_max_length(config: TrainingConfig, max_length: int) -> TrainingConfig:
+def replace_max_length(config: RunSpec, max_length: int) -> RunSpec:
     return replace(config, hyperparameters=replace(config.hyperparameters, max_length=max_length))
 
 
-def test_tokenised_file_comes_back_from_the_cache_equal_to_a_fresh_tokenisation(varied: Any, tmp_path: Path) -> None:
+def test_encoded_file_comes_back_from_the_cache_equal_to_a_fresh_tokenisation(varied: Any, tmp_path: Path) -> None:
     config = varied(StrategyType.full)
     recipe = FineTuningRecipe(config, ArtifactStore(tmp_path / "store"), MessageRecordingReporter())
     recipe.setup()
     cache = DerivedDataCache(tmp_path / "cache", LARGE_CACHE_BYTES)
     fingerprint = model_fingerprint(config.base_model_location)
-    fresh, from_cache = tokenised_file(
-        recipe.task, config.training_file, recipe.tokenizer, config, cache=cache, fingerprint=fingerprint
+    fresh, from_cache = encoded_file(
+        recipe.task, config.training_file, recipe.processor, config, cache=cache, fingerprint=fingerprint
     )
     assert not from_cache
-    cached, from_cache = tokenised_file(
-        recipe.task, config.training_file, recipe.tokenizer, config, cache=cache, fingerprint=fingerprint
+    cached, from_cache = encoded_file(
+        recipe.task, config.training_file, recipe.processor, config, cache=cache, fingerprint=fingerprint
     )
     assert from_cache
     assert torch.equal(cached.offsets, fresh.offsets)
@@ -208,7 +209,7 @@ def test_the_model_fingerprint_changes_when_a_file_of_the_model_changes(tmp_path
     assert model_fingerprint("org/hub-model") != model_fingerprint("org/other-model")
 
 
-def features_entries(config: TrainingConfig, cache_root: Path) -> list[str]:
+def features_entries(config: RunSpec, cache_root: Path) -> list[str]:
     folder = cache_root / config.training_file.sha256
     return sorted(path.name for path in folder.glob("features-*")) if folder.is_dir() else []
 
@@ -230,8 +231,9 @@ def test_features_are_written_to_the_cache_only_once_every_example_is_computed(v
     stopping.setup()
     with pytest.raises(TrainingStopped):
         stopping.train()
-    assert stopping.training_features is not None and stopping.training_features.filler is not None
-    assert not stopping.training_features.filler.complete
+    features = stopping.features.features.get(FileRole.training)
+    assert features is not None and features.filler is not None
+    assert not features.filler.complete
     assert completed_files(reporter) == []
     assert features_entries(config, tmp_path / "cache") == []
 

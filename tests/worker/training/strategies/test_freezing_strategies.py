@@ -8,12 +8,10 @@ from transformers import AutoModelForSequenceClassification, DistilBertConfig, P
 
 from models.hyperparameters import ResolvedStrategy
 from models.strategies.names import StrategyType
-from worker.training.strategies import (
-    optimizer_parameter_groups,
-    plan_freezing,
-    set_training_mode,
-    split_network,
-)
+from worker.training.anatomy import find_anatomy
+from worker.training.strategies.parameter_groups import optimizer_parameter_groups
+from worker.training.strategies.protocol import NetworkLayout, ParameterGroup, Strategy
+from worker.training.strategies.registry import build_strategy
 
 HEAD = {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight", "classifier.bias"}
 
@@ -31,15 +29,34 @@ def strategy(kind: StrategyType, trainable_layers: int | None = None, decay: flo
     return ResolvedStrategy(kind, trainable_layers, decay)
 
 
+class Applied:
+    """A strategy applied to a network, as the recipe applies it: its groups and the optimiser's."""
+
+    def __init__(self, network: torch.nn.Module, spec: ResolvedStrategy) -> None:
+        self.network = network
+        self.strategy: Strategy = build_strategy(spec)
+        self.groups: list[ParameterGroup] = self.strategy.apply(
+            network, NetworkLayout(find_anatomy(network), frozenset({"classifier.weight", "classifier.bias"}))
+        )
+
+    def optimizer_groups(self, learning_rate: float, weight_decay: float) -> list[dict[str, object]]:
+        return optimizer_parameter_groups(self.network, self.groups, learning_rate, weight_decay)
+
+    def set_training_mode(self) -> None:
+        self.network.train()
+        for module in self.strategy.frozen_modules():
+            module.eval()
+
+
 def test_feature_extraction_trains_only_pooler_and_classifier(tiny_bert_folder: Path) -> None:
     network = load_tiny_bert(tiny_bert_folder)
-    plan_freezing(network, 2, strategy(StrategyType.feature_extraction))
+    Applied(network, strategy(StrategyType.feature_extraction))
     assert trainable_names(network) == HEAD
 
 
 def test_partial_trains_the_top_layers_and_the_head(tiny_bert_folder: Path) -> None:
     network = load_tiny_bert(tiny_bert_folder)
-    plan_freezing(network, 2, strategy(StrategyType.partial, trainable_layers=1))
+    Applied(network, strategy(StrategyType.partial, trainable_layers=1))
     names = trainable_names(network)
     assert names >= HEAD
     assert all(name.startswith("bert.encoder.layer.1.") for name in names - HEAD)
@@ -49,14 +66,14 @@ def test_partial_trains_the_top_layers_and_the_head(tiny_bert_folder: Path) -> N
 
 def test_full_trains_everything(tiny_bert_folder: Path) -> None:
     network = load_tiny_bert(tiny_bert_folder)
-    plan_freezing(network, 2, strategy(StrategyType.full))
+    Applied(network, strategy(StrategyType.full))
     assert trainable_names(network) == {name for name, _ in network.named_parameters()}
 
 
 def test_layerwise_lr_decays_by_depth_toward_the_input(tiny_bert_folder: Path) -> None:
     network = load_tiny_bert(tiny_bert_folder)
-    plan = plan_freezing(network, 2, strategy(StrategyType.layerwise_lr, decay=0.5))
-    groups = optimizer_parameter_groups(plan, learning_rate=1e-3, weight_decay=0.01)
+    applied = Applied(network, strategy(StrategyType.layerwise_lr, decay=0.5))
+    groups = applied.optimizer_groups(learning_rate=1e-3, weight_decay=0.01)
     rate_of = {
         name: group["lr"]
         for group in groups
@@ -70,29 +87,30 @@ def test_layerwise_lr_decays_by_depth_toward_the_input(tiny_bert_folder: Path) -
     assert rate_of["bert.embeddings.word_embeddings.weight"] == pytest.approx(1.25e-4)
 
 
-@pytest.mark.parametrize("kind", list(StrategyType))
-def test_every_trainable_parameter_is_in_exactly_one_optimizer_group(
+@pytest.mark.parametrize(
+    "kind", [StrategyType.feature_extraction, StrategyType.partial, StrategyType.full, StrategyType.layerwise_lr]
+)
+def test_every_parameter_the_strategy_trains_is_in_exactly_one_optimizer_group(
     tiny_bert_folder: Path, kind: StrategyType
 ) -> None:
     network = load_tiny_bert(tiny_bert_folder)
-    plan = plan_freezing(
+    applied = Applied(
         network,
-        2,
         strategy(
             kind,
             trainable_layers=1 if kind is StrategyType.partial else None,
             decay=0.8 if kind is StrategyType.layerwise_lr else None,
         ),
     )
-    grouped = [id(p) for group in optimizer_parameter_groups(plan, 1e-3, 0.0) for p in group["params"]]  # type: ignore[attr-defined]
+    grouped = [id(p) for group in applied.optimizer_groups(1e-3, 0.0) for p in group["params"]]  # type: ignore[attr-defined]
     assert len(grouped) == len(set(grouped))
     assert set(grouped) == {id(p) for p in network.parameters() if p.requires_grad}
 
 
 def test_biases_and_norms_get_no_weight_decay(tiny_bert_folder: Path) -> None:
     network = load_tiny_bert(tiny_bert_folder)
-    plan = plan_freezing(network, 2, strategy(StrategyType.full))
-    groups = optimizer_parameter_groups(plan, 1e-3, 0.01)
+    applied = Applied(network, strategy(StrategyType.full))
+    groups = applied.optimizer_groups(1e-3, 0.01)
     undecayed = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}  # type: ignore[attr-defined]
     named = dict(network.named_parameters())
     assert id(named["classifier.bias"]) in undecayed
@@ -102,8 +120,8 @@ def test_biases_and_norms_get_no_weight_decay(tiny_bert_folder: Path) -> None:
 
 def test_frozen_parts_stay_in_eval_mode_while_training(tiny_bert_folder: Path) -> None:
     network = load_tiny_bert(tiny_bert_folder)
-    plan = plan_freezing(network, 2, strategy(StrategyType.partial, trainable_layers=1))
-    set_training_mode(network, plan)
+    applied = Applied(network, strategy(StrategyType.partial, trainable_layers=1))
+    applied.set_training_mode()
     modules = dict(network.named_modules())
     assert not modules["bert.embeddings"].training
     assert not modules["bert.encoder.layer.0"].training
@@ -116,10 +134,10 @@ def test_frozen_parts_stay_in_eval_mode_while_training(tiny_bert_folder: Path) -
 def test_frozen_weights_do_not_move_in_a_training_step(tiny_bert_folder: Path) -> None:
     torch.manual_seed(0)
     network = load_tiny_bert(tiny_bert_folder)
-    plan = plan_freezing(network, 2, strategy(StrategyType.feature_extraction))
+    applied = Applied(network, strategy(StrategyType.feature_extraction))
     before = {name: p.detach().clone() for name, p in network.named_parameters()}
-    optimizer = torch.optim.AdamW(optimizer_parameter_groups(plan, 1e-2, 0.0))
-    set_training_mode(network, plan)
+    optimizer = torch.optim.AdamW(applied.optimizer_groups(1e-2, 0.0))
+    applied.set_training_mode()
     batch = {"input_ids": torch.randint(5, 40, (4, 8)), "labels": torch.tensor([0, 1, 2, 0])}
     network(**batch).loss.backward()
     optimizer.step()
@@ -155,9 +173,8 @@ def test_other_encoder_architectures_split_along_their_layers(
 ) -> None:
     config.num_labels = 2
     network = AutoModelForSequenceClassification.from_config(config)
-    parts = split_network(network, 3)
-    assert len(parts.layers) == 3
-    plan_freezing(network, 3, strategy(StrategyType.partial, trainable_layers=1))
+    assert len(find_anatomy(network).layers) == 3
+    Applied(network, strategy(StrategyType.partial, trainable_layers=1))
     names = trainable_names(network)
     assert any(name.startswith(f"{layer_prefix}2.") for name in names)
     assert not any(name.startswith((f"{layer_prefix}0.", f"{layer_prefix}1.", embedding_prefix)) for name in names)

@@ -1,0 +1,1 @@
+"""Transfer strategies, engine half: each a module of its own behind the Strategy protocol."""

@@ -1,0 +1,15 @@
+"""Which engine task trains each task name: one line per task."""
+
+from __future__ import annotations
+
+from models.tasks.names import Task
+from worker.training.tasks.protocol import EngineTask
+from worker.training.tasks.text_classification import TextClassification
+
+ENGINE_TASKS: dict[Task, EngineTask] = {
+    Task.text_classification: TextClassification(),
+}
+
+
+def engine_task(task: Task) -> EngineTask:
+    return ENGINE_TASKS[task]
