@@ -10,10 +10,14 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from fastapi import Request
 from pydantic import BaseModel
 
+from models.strategies.names import StrategyType
 from models.unicode_text import unstorable_text_fault
 
 _LOCATION_ROOTS = {"body", "query", "path", "header"}
 _TYPE_TAGS = {"int", "float", "str", "bool", "dict", "list", "none"}
+# The member a tagged union (`strategy`, told apart by `type`) was validated as: pydantic puts its tag
+# in the location, after the field; the user's field path has no such part.
+_UNION_TAGS = {kind.value for kind in StrategyType}
 
 
 def field_path(location: Sequence[int | str]) -> str | None:
@@ -32,6 +36,8 @@ def field_path(location: Sequence[int | str]) -> str | None:
             break
         if part in _TYPE_TAGS or "[" in part or "(" in part:
             break
+        if part in _UNION_TAGS:
+            continue
         parts.append(part)
     return ".".join(parts) or None
 
@@ -65,6 +71,13 @@ def describe_validation_error(
             f"(the first error is at character {position})"
         )
     param = field_path(location)
+    if error_type in ("union_tag_invalid", "union_tag_not_found") and param is not None:
+        # The object's `type` names no member of the union (or is not a string).
+        tags = str((first.get("ctx") or {}).get("expected_tags", "")).split(", ")
+        expected = tags[0] if len(tags) == 1 else f"{', '.join(tags[:-1])} or {tags[-1]}"
+        given = first.get("input")
+        tag = given.get("type") if isinstance(given, Mapping) else given
+        return f"{param}.type", f"{param}.type: must be one of {expected}, not {_json_kind(tag)}"
     in_body = location[:1] == ("body",)
     if error_type == "string_unicode" and in_body and _model_at(body_model, location[1:]) is not None:
         # pydantic could not read a field name of this object: the name is the user's text, not a field.
@@ -108,6 +121,10 @@ def _describe_field_error(
         return unstorable_text_fault(str(first.get("input", ""))) or "holds text that is not valid Unicode"
     if error_type == "extra_forbidden":
         name = str(location[-1])
+        owner = _union_member_with_field(body_model, location)
+        if owner is not None:
+            union, tag = owner
+            return f"applies only to {union} type '{tag}'; remove it, or set {union}.type to '{tag}'"
         accepted = _accepted_fields(body_model, location)
         advice = f"this API accepts {', '.join(accepted)}" if accepted else "remove it"
         return f"unknown field {json.dumps(name)}; {advice}"
@@ -147,6 +164,31 @@ def _json_kind(value: Any) -> str:
     return "an object"
 
 
+def _union_member_with_field(
+    body_model: type[BaseModel] | None, location: tuple[int | str, ...]
+) -> tuple[str, str] | None:
+    """For a field unknown to the union member the object was read as, the union field and the tag of a
+    member that has it (`("strategy", "partial")`); None when no union tag is in the location or no member has it."""
+    if len(location) < 3 or location[-2] not in _UNION_TAGS:
+        return None
+    union_model = _model_at(body_model, location[1:-3])
+    field = union_model.model_fields.get(str(location[-3])) if union_model is not None else None
+    members = _models_in(field.annotation) if field is not None else []
+    for member in members:
+        tag = member.model_fields.get("type")
+        if str(location[-1]) in member.model_fields and tag is not None:
+            return str(location[-3]), str(tag.default)
+    return None
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if get_origin(annotation) in (Union, UnionType, Annotated):
+        return [found for member in get_args(annotation) for found in _models_in(member)]
+    return []
+
+
 def _accepted_fields(body_model: type[BaseModel] | None, location: tuple[int | str, ...]) -> list[str]:
     """The fields of the model holding `location`'s last part; [] when that model is unknown."""
     model = _model_at(body_model, location[1:-1])
@@ -154,23 +196,35 @@ def _accepted_fields(body_model: type[BaseModel] | None, location: tuple[int | s
 
 
 def _model_at(body_model: type[BaseModel] | None, names: Sequence[int | str]) -> type[BaseModel] | None:
-    """The model found by following the field `names` down from `body_model`; None if they lead to none."""
+    """The model found by following the field `names` down from `body_model`; None if they lead to none.
+
+    A union member's tag among the names picks that member (`strategy`, `partial` → PartialSpec).
+    """
     model = body_model
+    annotation: Any = None
     for name in names:
-        if model is None or isinstance(name, int):
+        if isinstance(name, int):
             continue
-        field = model.model_fields.get(name)
-        model = _model_in(field.annotation) if field is not None else None
+        if name in _UNION_TAGS and annotation is not None:
+            model = _model_in(annotation, tag=name)
+            continue
+        field = model.model_fields.get(name) if model is not None else None
+        annotation = field.annotation if field is not None else None
+        model = _model_in(annotation)
     return model
 
 
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside `annotation` (`Spec | None`, `Annotated[Spec, …]`), if there is one."""
+def _model_in(annotation: Any, tag: str | None = None) -> type[BaseModel] | None:
+    """The pydantic model inside `annotation` (`Spec | None`, `Annotated[Spec, …]`), if there is one;
+    with `tag`, the union member whose `type` defaults to it."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
+        if tag is None:
+            return annotation
+        field = annotation.model_fields.get("type")
+        return annotation if field is not None and field.default == tag else None
     if get_origin(annotation) in (Union, UnionType, Annotated):
         for member in get_args(annotation):
-            found = _model_in(member)
+            found = _model_in(member, tag)
             if found is not None:
                 return found
     return None

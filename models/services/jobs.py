@@ -8,16 +8,17 @@ from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
 from models.errors import InvalidRequest, InvalidTransition, NotFound
-from models.hyperparameters import resolve_hyperparameters, resolve_strategy
 from models.ids import IdPrefix, is_well_formed, new_id
 from models.services import catalog, events
 from models.services.events import JobControl
 from models.services.files import get_file
+from models.services.job_settings import resolve_hyperparameters
 from models.services.quotas import TenantQuotas, ensure_job_slot, ensure_room_for_job
 from models.services.runs import transition_job
 from models.services.storage_estimates import estimate_job_storage
 from models.states import TERMINAL_STATUSES, JobStatus
 from models.storage.tables import File, Job, utc_now
+from models.tasks.registry import task_rules
 from models.tasks.text_classification import ordered_labels
 from models.wire.files import FilePurpose, FileStatus
 from models.wire.jobs import JobCreate
@@ -45,12 +46,14 @@ def create_job(session: Session, tenant_id: str, spec: JobCreate, *, quotas: Ten
     label_names = _training_labels(training)
     if validation is not None:
         _check_validation_matches_training(training, validation)
-    strategy = resolve_strategy(spec.strategy, base_model.num_layers)
+    strategy = spec.strategy.resolved(base_model.num_layers)
     hyperparameters = resolve_hyperparameters(
         spec.requested_hyperparameters(),
-        strategy.type,
+        strategy.defaults,
         training_records=training.record_count,
         model_max_length=base_model.max_sequence_length,
+        metrics=task_rules(spec.task).metrics,
+        has_validation_file=validation is not None,
     )
     ensure_room_for_job(session, tenant_id, quotas, estimate_job_storage(base_model, strategy, hyperparameters))
     job = Job(
@@ -60,7 +63,7 @@ def create_job(session: Session, tenant_id: str, spec: JobCreate, *, quotas: Ten
         training_file_id=training.id,
         validation_file_id=validation.id if validation else None,
         task=spec.task.value,
-        strategy=strategy.as_dict(),
+        strategy=strategy.model_dump(mode="json"),
         hyperparameters=hyperparameters.as_dict(),
         label_names=list(label_names),
         seed=spec.seed if spec.seed is not None else secrets.randbelow(2**31),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.hyperparameters import ResolvedHyperparameters, ResolvedStrategy
+from models.hyperparameters import ResolvedHyperparameters
 from models.storage.tables import BaseModel
+from models.strategies.common import BodyParameters, StrategySpecBase
 from models.strategies.names import StrategyType
 
 # Training and export hold every parameter in float32, whatever the base model's files use.
@@ -57,7 +58,7 @@ class JobStorageEstimate:
 
 
 def estimate_job_storage(
-    base_model: BaseModel, strategy: ResolvedStrategy, hyperparameters: ResolvedHyperparameters
+    base_model: BaseModel, strategy: StrategySpecBase, hyperparameters: ResolvedHyperparameters
 ) -> JobStorageEstimate | None:
     """The job's storage from the catalog's parameter counts; None when the catalog has none for the model.
 
@@ -66,24 +67,11 @@ def estimate_job_storage(
     embeddings, layers, top = base_model.embedding_parameters, base_model.layer_parameters, base_model.top_parameters
     if embeddings is None or layers is None or top is None:
         return None
+    body = BodyParameters(embeddings=embeddings, layers=layers, top=top, num_layers=base_model.num_layers)
     return JobStorageEstimate(
         base_model_id=base_model.id,
-        strategy=strategy.type,
-        trainable_parameters=trainable_parameters(strategy, base_model.num_layers, embeddings, layers, top),
-        total_parameters=embeddings + layers + top,
+        strategy=StrategyType(strategy.type_name()),
+        trainable_parameters=strategy.most_trained_parameters(body),
+        total_parameters=body.total,
         checkpoints_kept=hyperparameters.n_epochs,
     )
-
-
-def trainable_parameters(strategy: ResolvedStrategy, num_layers: int, embeddings: int, layers: int, top: int) -> int:
-    """What each strategy trains (worker.training.strategies), counted with layers of equal size.
-
-    feature_extraction: the head above the layers (BERT's pooler); partial: its top layers and that
-    head; full and layerwise_lr: everything.
-    """
-    if strategy.type is StrategyType.feature_extraction:
-        return top
-    if strategy.type is StrategyType.partial:
-        assert strategy.trainable_layers is not None
-        return layers * strategy.trainable_layers // max(num_layers, 1) + top
-    return embeddings + layers + top

@@ -1,4 +1,4 @@
-"""The names of the transfer strategies."""
+"""The names of the transfer strategies and of the regularisers a strategy may carry."""
 
 from __future__ import annotations
 
@@ -10,3 +10,8 @@ class StrategyType(StrEnum):
     partial = "partial"
     full = "full"
     layerwise_lr = "layerwise_lr"
+    gradual_unfreezing = "gradual_unfreezing"
+
+
+class RegularizationType(StrEnum):
+    l2_sp = "l2_sp"

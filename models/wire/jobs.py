@@ -13,64 +13,20 @@ from pydantic import (
     StrictInt,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from models.states import JobStatus
 from models.storage.tables import Job
+from models.strategies.full import FullSpec
 from models.strategies.names import StrategyType
+from models.strategies.specs import StrategySpec, parse_strategy
 from models.tasks.names import Task
 from models.wire.common import Auto, ErrorRead, StrictModel, UserText, unix_seconds
 
 SUFFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_METADATA_KEYS, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS = 16, 64, 512
-
-
-class StrategySpec(StrictModel):
-    """How much of the pretrained body learns again. Omitted knobs get the strategy's defaults.
-
-    A bare type name is shorthand for the object of that type alone: `"partial"` reads as
-    `{"type": "partial"}`.
-    """
-
-    type: StrategyType = StrategyType.full
-    trainable_layers: StrictInt | Auto | None = Field(
-        default=None, description="partial only: how many of the top transformer layers train."
-    )
-    layer_decay: StrictFloat | Auto | None = Field(
-        default=None, description="layerwise_lr only: learning-rate factor per layer toward the input."
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _type_name_is_shorthand(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return {"type": value}
-        if not isinstance(value, (dict, StrategySpec)):
-            raise ValueError('must be a strategy type such as "partial", or an object such as {"type": "partial"}')
-        return value
-
-    @field_validator("trainable_layers")
-    @classmethod
-    def _layers_belong_to_partial(cls, value: int | str | None, info: ValidationInfo) -> int | str | None:
-        if value is not None and info.data.get("type") is not StrategyType.partial:
-            raise ValueError("applies only to strategy type 'partial'; remove it, or set strategy.type to 'partial'")
-        if isinstance(value, int) and value < 1:
-            raise ValueError("must be at least 1 (to freeze every layer, use strategy type 'feature_extraction')")
-        return value
-
-    @field_validator("layer_decay")
-    @classmethod
-    def _decay_belongs_to_layerwise(cls, value: float | str | None, info: ValidationInfo) -> float | str | None:
-        if value is not None and info.data.get("type") is not StrategyType.layerwise_lr:
-            raise ValueError(
-                "applies only to strategy type 'layerwise_lr'; remove it, or set strategy.type to 'layerwise_lr'"
-            )
-        if isinstance(value, float) and not 0.0 < value <= 1.0:
-            raise ValueError("must be more than 0 and at most 1")
-        return value
 
 
 class _StrategyShorthandSchema:
@@ -86,6 +42,32 @@ class _StrategyShorthandSchema:
         return {"anyOf": [handler(core_schema), shorthand]}
 
 
+class EarlyStoppingSpec(StrictModel):
+    """Stop when a validation metric has stopped improving; the delivered weights are the best epoch's."""
+
+    metric: UserText | Auto = Field(
+        default="auto",
+        description="A validation metric the task reports, e.g. valid_loss or valid_macro_f1; "
+        '"auto" is the task\'s main metric.',
+    )
+    patience: StrictInt = Field(default=2, description="Epochs without improvement before stopping, 1 to 100.")
+    min_delta: StrictFloat = Field(default=0.0, description="The least change that counts as improvement, ≥ 0.")
+
+    @field_validator("patience")
+    @classmethod
+    def _patience_in_range(cls, value: int) -> int:
+        if not 1 <= value <= 100:
+            raise ValueError("must be between 1 and 100")
+        return value
+
+    @field_validator("min_delta")
+    @classmethod
+    def _delta_not_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must be at least 0")
+        return value
+
+
 class HyperparametersSpec(StrictModel):
     """Training knobs: JSON numbers, or "auto" for the strategy's default. Booleans and numeric strings are refused."""
 
@@ -98,6 +80,10 @@ class HyperparametersSpec(StrictModel):
         default="auto", description="Fraction of steps spent warming up, 0 to 0.5."
     )
     max_length: StrictInt | Auto = Field(default="auto", description="Tokens kept per example, 8 to the model's limit.")
+    early_stopping: EarlyStoppingSpec | None = Field(
+        default=None,
+        description="Needs a validation_file: stop when the metric stops improving, and deliver the best epoch.",
+    )
 
     @field_validator("n_epochs")
     @classmethod
@@ -157,7 +143,7 @@ class JobCreate(StrictModel):
     metadata: dict[UserText, UserText] | None = None
     integrations: list[dict[UserText, Any]] | None = None
     task: Task = Task.text_classification
-    strategy: Annotated[StrategySpec, _StrategyShorthandSchema] = Field(default_factory=StrategySpec)
+    strategy: Annotated[StrategySpec, _StrategyShorthandSchema] = Field(default_factory=FullSpec)
 
     @field_validator("suffix")
     @classmethod
@@ -208,6 +194,12 @@ class JobCreate(StrictModel):
         return self.hyperparameters or HyperparametersSpec()
 
 
+class EarlyStoppingRead(BaseModel):
+    metric: str
+    patience: int
+    min_delta: float
+
+
 class HyperparametersRead(BaseModel):
     n_epochs: int
     batch_size: int
@@ -216,12 +208,7 @@ class HyperparametersRead(BaseModel):
     warmup_ratio: float
     max_length: int
     weight_decay: float
-
-
-class StrategyRead(BaseModel):
-    type: StrategyType
-    trainable_layers: int | None = None
-    layer_decay: float | None = None
+    early_stopping: EarlyStoppingRead | None = None
 
 
 class ProgressRead(BaseModel):
@@ -271,7 +258,7 @@ class JobRead(BaseModel):
     metadata: dict[str, str] | None
     suffix: str | None
     task: Task
-    strategy: StrategyRead
+    strategy: StrategySpec
     labels: list[str | int]
     trainable_parameters: int | None
     total_parameters: int | None
@@ -306,7 +293,7 @@ class JobRead(BaseModel):
             metadata=job.user_metadata,
             suffix=job.suffix,
             task=Task(job.task),
-            strategy=StrategyRead(**job.strategy),
+            strategy=parse_strategy(job.strategy),
             labels=list(job.label_names),
             trainable_parameters=job.trainable_parameters,
             total_parameters=job.total_parameters,

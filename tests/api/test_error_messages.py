@@ -16,8 +16,8 @@ JOB_FIELDS = (
     "model, training_file, validation_file, hyperparameters, method, suffix, seed, metadata, integrations, task, "
     "strategy"
 )
-HYPERPARAMETER_FIELDS = "n_epochs, batch_size, learning_rate_multiplier, warmup_ratio, max_length"
-STRATEGY_TYPES = "'feature_extraction', 'partial', 'full' or 'layerwise_lr'"
+HYPERPARAMETER_FIELDS = "n_epochs, batch_size, learning_rate_multiplier, warmup_ratio, max_length, early_stopping"
+STRATEGY_TYPES = "'feature_extraction', 'partial', 'full', 'layerwise_lr' or 'gradual_unfreezing'"
 
 
 def test_an_error_message_holding_a_lone_surrogate_still_renders() -> None:
@@ -126,7 +126,8 @@ MESSAGE_CASES = [
     (
         {"training_file": "file-abc", "task": "summarization"},
         "task",
-        "task: must be one of 'text-classification', not the string \"summarization\"",
+        "task: must be one of 'text-classification', 'token-classification' or 'question-answering', not the string "
+        '"summarization"',
     ),
     (
         {"training_file": "file-abc", "method": {"type": "dpo"}},
@@ -219,7 +220,8 @@ def test_an_integer_is_accepted_where_a_float_is_expected(
 def test_the_openapi_schema_documents_the_bare_strategy_type(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     strategy = schema["components"]["schemas"]["JobCreate"]["properties"]["strategy"]
-    assert {"$ref": "#/components/schemas/StrategySpec"} in strategy["anyOf"]
+    [members] = [member["oneOf"] for member in strategy["anyOf"] if "oneOf" in member]
+    assert {"$ref": "#/components/schemas/PartialSpec"} in members
     assert {"feature_extraction", "partial", "full", "layerwise_lr"} <= {
         value for member in strategy["anyOf"] for value in member.get("enum", [])
     }

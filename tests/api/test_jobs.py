@@ -7,12 +7,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from api.main import create_app
-from models.hyperparameters import STRATEGY_DEFAULTS
 from models.services import events
 from models.settings import Settings
 from models.storage.database import session_scope
 from models.storage.tables import JobEvent, utc_now
 from models.strategies.names import StrategyType
+from models.strategies.specs import SPEC_CLASSES
 from tests.conftest import jsonl_bytes, upload_file
 
 ROWS = [{"text": f"sample {i}", "label": "positive" if i % 2 else "negative"} for i in range(40)]
@@ -41,8 +41,8 @@ def test_job_with_only_file_and_strategy_gets_every_default_recorded(
     assert job["object"] == "fine_tuning.job"
     assert job["status"] == "queued"
     assert job["model"] == "sentence-transformers/all-MiniLM-L6-v2"
-    assert job["strategy"] == {"type": "partial", "trainable_layers": 2, "layer_decay": None}
-    defaults = STRATEGY_DEFAULTS[StrategyType.partial]
+    assert job["strategy"] == {"type": "partial", "trainable_layers": 2, "regularization": None}
+    defaults = SPEC_CLASSES[StrategyType.partial].defaults
     assert job["hyperparameters"] == {
         "n_epochs": defaults.n_epochs,
         "batch_size": 32,
@@ -51,6 +51,7 @@ def test_job_with_only_file_and_strategy_gets_every_default_recorded(
         "warmup_ratio": defaults.warmup_ratio,
         "max_length": 128,
         "weight_decay": defaults.weight_decay,
+        "early_stopping": None,
     }
     assert job["labels"] == ["negative", "positive"]
     assert isinstance(job["seed"], int)
@@ -68,7 +69,7 @@ def test_learning_rate_multiplier_scales_the_strategy_default(
         hyperparameters={"learning_rate_multiplier": 0.5, "n_epochs": 2, "batch_size": "auto"},
         seed=7,
     ).json()
-    base = STRATEGY_DEFAULTS[StrategyType.feature_extraction].learning_rate
+    base = SPEC_CLASSES[StrategyType.feature_extraction].defaults.learning_rate
     assert job["hyperparameters"]["learning_rate"] == pytest.approx(base * 0.5)
     assert job["hyperparameters"]["n_epochs"] == 2
     assert job["seed"] == 7
@@ -92,7 +93,7 @@ def test_layerwise_lr_records_its_decay(
     job = create(
         client, auth, training_file=training_file, strategy={"type": "layerwise_lr", "layer_decay": 0.9}
     ).json()
-    assert job["strategy"] == {"type": "layerwise_lr", "trainable_layers": None, "layer_decay": 0.9}
+    assert job["strategy"] == {"type": "layerwise_lr", "layer_decay": 0.9, "regularization": None}
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,8 @@ class TrainerState:
     python_random_state: list[Any]
     scheduler: dict[str, Any]
     trained_tokens: int
+    # The early-stopping tracker's state (worker.training.early_stopping), when the job stops early.
+    early_stopping: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ def save_checkpoint(
     batches_into_epoch: int,
     metrics: dict[str, float],
     trained_tokens: int,
+    early_stopping: dict[str, Any] | None = None,
 ) -> int:
     """Write only trainable weights (frozen ones equal the base model's), optimiser, scheduler and RNG.
 
@@ -75,6 +78,7 @@ def save_checkpoint(
         python_random_state=_jsonable_random_state(),
         scheduler=scheduler.state_dict(),
         trained_tokens=trained_tokens,
+        early_stopping=early_stopping,
     )
     (folder / TRAINER_STATE).write_text(json.dumps(asdict(state)), encoding="utf-8")
     (folder / COMPLETE_MARKER).write_text("", encoding="utf-8")

@@ -22,10 +22,12 @@ from worker.training.batching import length_grouped_batches, length_sorted_batch
 from worker.training.blob_store import BlobStore
 from worker.training.checkpoints import (
     load_checkpoint,
+    load_trainable_weights,
     restore_python_random_state,
     restore_random_generators,
     save_checkpoint,
 )
+from worker.training.early_stopping import BestEpoch, BestEpochTracker
 from worker.training.export import ExportManifest, export_model_archive
 from worker.training.reporting import Reporter, StepProgress, TrainingFailure
 from worker.training.run_spec import DataFile, RunSpec
@@ -108,6 +110,8 @@ class FineTuningRecipe:
         self.model_pool = model_pool
         self.task: EngineTask = engine_task(spec.task)
         self.strategy: Strategy = build_strategy(spec.strategy)
+        rule = spec.hyperparameters.early_stopping
+        self.early_stopping = BestEpochTracker(rule) if rule is not None else None
         self.device = self.accelerator.device
         self.started = time.monotonic() if started is None else started  # time to first step counts from here
 
@@ -250,6 +254,8 @@ class FineTuningRecipe:
         self.scheduler.load_state_dict(state.scheduler)
         restore_random_generators(checkpoint.rng)
         restore_python_random_state(state.python_random_state)
+        if self.early_stopping is not None and state.early_stopping is not None:
+            self.early_stopping.restore(state.early_stopping)
         self.position = TrainingPosition(
             epochs_done=state.epoch,
             batches_into_epoch=state.batches_into_epoch,
@@ -367,6 +373,7 @@ class FineTuningRecipe:
             skip_batches = 0
             metrics = self.evaluate() if self.validation_examples is not None else {}
             self.reporter.epoch_finished(epoch=epoch, step=step, metrics=metrics)
+            stop_early = self._observe_epoch(epoch, step, metrics)
             self.save_checkpoint(
                 CheckpointKind.epoch,
                 step=step,
@@ -376,7 +383,32 @@ class FineTuningRecipe:
                 trained_tokens=trained_tokens,
             )
             last_checkpoint = time.monotonic()
+            if stop_early:
+                break
         return trained_tokens
+
+    def _observe_epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> bool:
+        """Tell early stopping the epoch's metrics; True when its patience ran out (and say so)."""
+        tracker = self.early_stopping
+        if tracker is None:
+            return False
+        key = self.spec.checkpoint_keys.format(step=step)
+        stop = tracker.observe(epoch=epoch, step=step, metrics=metrics, blob_key=key)
+        best = tracker.best
+        assert best is not None
+        if stop and epoch < self.spec.hyperparameters.n_epochs:
+            metric = tracker.rule.metric
+            self.reporter.message(
+                f"Early stopping after epoch {epoch}: {metric} has not improved for {tracker.rule.patience} "
+                f"epoch(s); the weights of epoch {best.epoch} ({metric} {best.metrics[metric]:.4f}) are delivered",
+                data={"stopped_after_epoch": epoch, "best_epoch": best.epoch, "metric": metric},
+            )
+        return stop
+
+    @property
+    def best_epoch(self) -> BestEpoch | None:
+        """The epoch whose weights are delivered when the job stops early; None without early stopping."""
+        return self.early_stopping.best if self.early_stopping is not None else None
 
     def _stop(self, *, step: int, epoch: int, batches_into_epoch: int, trained_tokens: int) -> None:
         """Checkpoint where training stands (unless nothing was trained since the last one) and stop."""
@@ -438,6 +470,7 @@ class FineTuningRecipe:
                 batches_into_epoch=batches_into_epoch,
                 metrics=metrics,
                 trained_tokens=trained_tokens,
+                early_stopping=self.early_stopping.state() if self.early_stopping is not None else None,
             )
         except OSError as error:
             raise TrainingFailure(
@@ -449,7 +482,9 @@ class FineTuningRecipe:
         )
 
     def export(self, key: str) -> ExportManifest:
-        """Publish the fine-tuned model; frozen parameters are exported too, so the folder is complete."""
+        """Publish the fine-tuned model (the best epoch's, with early stopping); frozen parameters are
+        exported too, so the folder is complete."""
+        self._restore_best_epoch()
         network = self.strategy.export(self.network)
         network.requires_grad_(True)
         network.eval()
@@ -465,6 +500,30 @@ class FineTuningRecipe:
                 JobErrorCode.artifact_write_failed, f"could not write the fine-tuned model: {error}"
             ) from error
 
+    def _restore_best_epoch(self) -> None:
+        """Put the best epoch's weights back, when a later epoch trained on.
+
+        The best epoch's checkpoint holds what trained up to then. A parameter that began to
+        train only afterwards (a schedule unfroze it) goes back to its pretrained value.
+        """
+        best = self.best_epoch
+        if best is None or best.step == self.last_checkpoint_step:
+            return
+        weights = load_trainable_weights(self.store.path(best.blob_key))
+        later = {name for name, p in self.network.named_parameters() if p.requires_grad} - set(weights)
+        if later:
+            pretrained = self.task.load_template(self.template_key).network.state_dict()
+            weights |= {name: pretrained[name] for name in later if name not in self.new_parameter_names}
+        self.network.load_state_dict(weights, strict=False)
+        self.reporter.message(
+            f"Delivering the weights of epoch {best.epoch}, the best by {self._early_stopping_metric}",
+            data={"best_checkpoint": {"epoch": best.epoch, "step": best.step, "metrics": best.metrics}},
+        )
+
+    @property
+    def _early_stopping_metric(self) -> str:
+        return self.early_stopping.rule.metric if self.early_stopping is not None else ""
+
     @staticmethod
     def _seed_everything(seed: int) -> None:
         random.seed(seed)
@@ -474,7 +533,7 @@ class FineTuningRecipe:
 def describe_run(spec: RunSpec) -> dict[str, Any]:
     """The settings of a run as an event's data: what a user needs to reproduce it."""
     return {
-        "strategy": spec.strategy.as_dict(),
+        "strategy": spec.strategy.model_dump(mode="json"),
         "hyperparameters": spec.hyperparameters.as_dict(),
         "seed": spec.seed,
         **spec.task_settings,

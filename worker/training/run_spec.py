@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.hyperparameters import ResolvedHyperparameters, ResolvedStrategy
+from models.hyperparameters import ResolvedHyperparameters
+from models.strategies.specs import AnyStrategySpec
 from models.tasks.names import Task
 from models.tasks.text_classification import DataFormat
 
@@ -31,7 +32,7 @@ class RunSpec:
     seed: int
     base_model_location: str
     trust_remote_code: bool
-    strategy: ResolvedStrategy
+    strategy: AnyStrategySpec  # resolved: no "auto" left
     hyperparameters: ResolvedHyperparameters
     training_file: DataFile
     validation_file: DataFile | None

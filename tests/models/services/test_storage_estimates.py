@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from models.hyperparameters import ResolvedHyperparameters, ResolvedStrategy
+from models.hyperparameters import ResolvedHyperparameters
 from models.services.storage_estimates import estimate_job_storage
 from models.storage.tables import BaseModel
 from models.strategies.names import StrategyType
+from models.strategies.specs import AnyStrategySpec, resolved_strategy
 
 # all-MiniLM-L6-v2's counts as models.services.catalog reads them from model.safetensors.
 MINILM = BaseModel(
@@ -36,13 +37,11 @@ def hyperparameters(n_epochs: int) -> ResolvedHyperparameters:
     )
 
 
-def strategy(kind: StrategyType) -> ResolvedStrategy:
-    return ResolvedStrategy(
-        kind, 2 if kind is StrategyType.partial else None, 0.8 if kind is StrategyType.layerwise_lr else None
-    )
+def strategy(kind: StrategyType) -> AnyStrategySpec:
+    return resolved_strategy(kind, 6, **({"trainable_layers": 2} if kind is StrategyType.partial else {}))
 
 
-@pytest.mark.parametrize("kind", list(StrategyType))
+@pytest.mark.parametrize("kind", list(MEASURED_CHECKPOINT_BYTES))
 def test_the_estimate_is_within_one_percent_below_the_measured_sizes(kind: StrategyType) -> None:
     estimate = estimate_job_storage(MINILM, strategy(kind), hyperparameters(3))
     assert estimate is not None

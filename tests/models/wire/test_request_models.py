@@ -5,16 +5,19 @@ from typing import Annotated, Any, get_args, get_origin, get_type_hints
 import pytest
 from pydantic import AfterValidator, BaseModel, ValidationError
 
+from models.strategies.common import L2SPRegularization, StrictSpec
 from models.strategies.names import StrategyType
+from models.strategies.partial import PartialSpec
+from models.strategies.specs import SPEC_CLASSES, parse_strategy
 from models.wire import common
 from models.wire.common import StrictModel, UserText
-from models.wire.jobs import HyperparametersSpec, JobCreate, StrategySpec
+from models.wire.jobs import HyperparametersSpec, JobCreate
 
 
 def request_models() -> list[type[BaseModel]]:
-    """Every request model: StrictModel and its subclasses, however deep."""
+    """Every request model: the wire's StrictModel, the strategies' StrictSpec, and their subclasses, however deep."""
     found: list[type[BaseModel]] = []
-    pending: list[type[BaseModel]] = [StrictModel]
+    pending: list[type[BaseModel]] = [StrictModel, StrictSpec]
     while pending:
         model = pending.pop()
         found.append(model)
@@ -39,7 +42,7 @@ def plain_str_fields(annotation: Any, path: str) -> list[str]:
 
 def test_no_request_model_has_a_plain_str_field() -> None:
     models = request_models()
-    assert {HyperparametersSpec, StrategySpec, JobCreate} <= set(models)
+    assert {HyperparametersSpec, PartialSpec, L2SPRegularization, JobCreate} <= set(models)
     assert [path for model in models for path in plain_str_fields(model, model.__name__)] == []
 
 
@@ -90,7 +93,7 @@ def test_hyperparameters_take_json_numbers_or_auto_only(field: str, value: Any) 
 def test_strategy_knobs_take_json_numbers_or_auto_only(strategy: str, value: Any) -> None:
     knob = "trainable_layers" if strategy == "partial" else "layer_decay"
     with pytest.raises(ValidationError):
-        StrategySpec.model_validate({"type": strategy, knob: value})
+        parse_strategy({"type": strategy, knob: value})
 
 
 def test_seed_takes_an_integer_only() -> None:
@@ -104,22 +107,22 @@ def test_float_fields_accept_integers_as_floats() -> None:
     spec = HyperparametersSpec.model_validate({"learning_rate_multiplier": 2, "warmup_ratio": 0})
     assert (spec.learning_rate_multiplier, spec.warmup_ratio) == (2.0, 0.0)
     assert isinstance(spec.learning_rate_multiplier, float)
-    assert StrategySpec.model_validate({"type": "layerwise_lr", "layer_decay": 1}).layer_decay == 1.0
+    assert parse_strategy({"type": "layerwise_lr", "layer_decay": 1}).layer_decay == 1.0
 
 
 def test_auto_is_still_accepted_for_every_knob() -> None:
     assert HyperparametersSpec.model_validate(dict.fromkeys(NUMERIC_FIELDS, "auto")) == HyperparametersSpec()
-    assert StrategySpec.model_validate({"type": "partial", "trainable_layers": "auto"}).trainable_layers == "auto"
+    assert parse_strategy({"type": "partial", "trainable_layers": "auto"}).trainable_layers == "auto"
 
 
 @pytest.mark.parametrize("strategy", list(StrategyType))
 def test_a_bare_strategy_type_is_shorthand_for_the_object(strategy: StrategyType) -> None:
     spec = JobCreate.model_validate({"training_file": "file-abc", "strategy": strategy.value}).strategy
-    assert spec == StrategySpec(type=strategy)
+    assert spec == SPEC_CLASSES[strategy]()
 
 
 def test_the_schema_documents_the_bare_strategy_type() -> None:
     [spec, shorthand] = JobCreate.model_json_schema()["properties"]["strategy"]["anyOf"]
-    assert spec == {"$ref": "#/$defs/StrategySpec"}
+    assert spec == {"oneOf": [{"$ref": f"#/$defs/{SPEC_CLASSES[kind].__name__}"} for kind in StrategyType]}
     assert shorthand["type"] == "string"
     assert shorthand["enum"] == [strategy.value for strategy in StrategyType]

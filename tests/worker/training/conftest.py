@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from models.hyperparameters import ResolvedHyperparameters, ResolvedStrategy
+from models.hyperparameters import ResolvedHyperparameters
 from models.storage.blob_keys import checkpoint_key_pattern
 from models.strategies.names import StrategyType
+from models.strategies.specs import resolved_strategy
 from models.tasks.names import Task
 from models.tasks.text_classification import DataFormat, summarize_file
 from tests.conftest import write_jsonl
@@ -74,10 +75,11 @@ def make_config(tmp_path: Path, tiny_bert_folder: Path) -> Any:
             base_model_location=str(tiny_bert_folder),
             trust_remote_code=False,
             task_settings={"labels": summarize_file(training, DataFormat.jsonl).label_names},
-            strategy=ResolvedStrategy(
+            strategy=resolved_strategy(
                 kind,
-                1 if kind is StrategyType.partial else None,
-                0.8 if kind is StrategyType.layerwise_lr else None,
+                2,
+                **({"trainable_layers": 1} if kind is StrategyType.partial else {}),
+                **({"layer_decay": 0.8} if kind is StrategyType.layerwise_lr else {}),
             ),
             hyperparameters=ResolvedHyperparameters(
                 n_epochs=epochs,

@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, DistilBertConfig, PreTrainedModel, RobertaConfig
 
-from models.hyperparameters import ResolvedStrategy
 from models.strategies.names import StrategyType
+from models.strategies.specs import AnyStrategySpec, resolved_strategy
 from worker.training.anatomy import find_anatomy
 from worker.training.strategies.parameter_groups import optimizer_parameter_groups
 from worker.training.strategies.protocol import NetworkLayout, ParameterGroup, Strategy
@@ -25,14 +25,19 @@ def trainable_names(network: torch.nn.Module) -> set[str]:
     return {name for name, parameter in network.named_parameters() if parameter.requires_grad}
 
 
-def strategy(kind: StrategyType, trainable_layers: int | None = None, decay: float | None = None) -> ResolvedStrategy:
-    return ResolvedStrategy(kind, trainable_layers, decay)
+def strategy(kind: StrategyType, trainable_layers: int | None = None, decay: float | None = None) -> AnyStrategySpec:
+    knobs: dict[str, object] = {}
+    if trainable_layers is not None:
+        knobs["trainable_layers"] = trainable_layers
+    if decay is not None:
+        knobs["layer_decay"] = decay
+    return resolved_strategy(kind, 3, **knobs)
 
 
 class Applied:
     """A strategy applied to a network, as the recipe applies it: its groups and the optimiser's."""
 
-    def __init__(self, network: torch.nn.Module, spec: ResolvedStrategy) -> None:
+    def __init__(self, network: torch.nn.Module, spec: AnyStrategySpec) -> None:
         self.network = network
         self.strategy: Strategy = build_strategy(spec)
         self.groups: list[ParameterGroup] = self.strategy.apply(
