@@ -33,4 +33,16 @@ if context.is_offline_mode():
         context.run_migrations()
 else:
     with get_engine(_database_url()).connect() as connection:
-        _run(connection)
+        if connection.dialect.name == "sqlite":
+            # Batch mode alters a table by copying it and dropping the original, which rows of other
+            # tables still reference: foreign keys are off while migrating (they cannot be switched
+            # inside a transaction, so this goes to the driver before any begins) and on again after.
+            driver = connection.connection.driver_connection
+            assert driver is not None
+            driver.execute("PRAGMA foreign_keys=OFF")
+            try:
+                _run(connection)
+            finally:
+                driver.execute("PRAGMA foreign_keys=ON")
+        else:
+            _run(connection)

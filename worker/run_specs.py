@@ -42,6 +42,6 @@ def load_run_spec(database_url: str, job_id: str, attempt: int, artifact_root: P
             training_file=data_file(training),
             validation_file=data_file(validation) if validation else None,
             checkpoint_keys=checkpoint_key_pattern(job.id, attempt),
-            task_settings={"labels": list(job.label_names)},
+            task_settings=dict(job.task_settings),
             attempt=attempt,
         )

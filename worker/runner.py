@@ -386,8 +386,14 @@ def publish_run(job_id: str, attempt: int, outcome: Succeeded, settings: RunnerS
             sha256=results.sha256,
             record_count=results.record_count,
         )
+        best = outcome.best_checkpoint
         name = runs.complete_job(
-            session, job_id, attempt, trained_tokens=outcome.trained_tokens, result_files=[result_file.id]
+            session,
+            job_id,
+            attempt,
+            trained_tokens=outcome.trained_tokens,
+            result_files=[result_file.id],
+            best_checkpoint=best.model_dump() if best is not None else None,
         )
         if name is None:
             session.rollback()

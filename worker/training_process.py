@@ -41,6 +41,7 @@ from models.tasks.names import Task
 from worker.database_reporter import DatabaseReporter
 from worker.lifeline import die_with_parent
 from worker.run_protocol import (
+    BestCheckpoint,
     Failed,
     PublishedBlob,
     ResultsFile,
@@ -166,6 +167,11 @@ def train_job(
             record_count=len(metrics_log.rows),
         ),
         trained_tokens=trained_tokens,
+        best_checkpoint=(
+            BestCheckpoint(epoch=best.epoch, step=best.step, metrics=best.metrics)
+            if (best := recipe.best_epoch) is not None
+            else None
+        ),
     )
 
 

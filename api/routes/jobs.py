@@ -21,6 +21,7 @@ from models.settings import Settings
 from models.storage import broker as queue
 from models.storage.database import run_read, session_scope
 from models.storage.read_pool import AsyncReadPool
+from models.tasks.text_classification import DataLimits
 from models.unicode_text import unstorable_text_fault
 from models.wire.checkpoints import CheckpointRead
 from models.wire.common import MAX_LIST_LIMIT, ErrorResponse, ListPage, UserText
@@ -70,9 +71,16 @@ AT_CONTROL_LIMIT: dict[str, Any] = {
     },
 )
 def create_fine_tuning_job(
-    spec: JobCreate, tenant_id: TenantDep, session: SessionDep, settings: SettingsDep
+    spec: JobCreate, tenant_id: TenantDep, session: SessionDep, settings: SettingsDep, store: StoreDep
 ) -> JobRead:
-    job = jobs.create_job(session, tenant_id, spec, quotas=quotas.quotas_of(session, tenant_id, settings))
+    job = jobs.create_job(
+        session,
+        tenant_id,
+        spec,
+        quotas=quotas.quotas_of(session, tenant_id, settings),
+        store=store,
+        limits=DataLimits(max_label_chars=settings.max_label_chars, max_labels=settings.max_labels),
+    )
     # Read back before the commit: once the job exists, a database hiccup must not turn into a
     # retryable error, or the client's retry would create (and train) a second job.
     created = job_views.job_read(job)

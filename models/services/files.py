@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -12,9 +13,12 @@ from models.errors import InvalidFile, InvalidRequest, InvalidTransition, NotFou
 from models.ids import IdPrefix, is_well_formed, new_id
 from models.services.quotas import TenantQuotas, ensure_room_for_upload
 from models.states import TERMINAL_STATUSES
+from models.storage.blob_keys import file_blob_key
 from models.storage.blobs import ArtifactStore
 from models.storage.tables import File, Job, utc_now
-from models.tasks.text_classification import DataLimits, FileSummary, detect_format, summarize_file
+from models.tasks.names import Task
+from models.tasks.registry import summarize_upload
+from models.tasks.text_classification import DataFormat, DataLimits, detect_format
 from models.unicode_text import strip_format_characters, unpaired_surrogate
 from models.wire.files import FilePurpose, FileStatus
 
@@ -55,10 +59,7 @@ def parse_purpose(raw: str | None) -> FilePurpose:
         raise InvalidRequest(f"purpose: missing; send purpose={expected} with the file", param="purpose")
     if raw != expected:
         shown = repr(raw[:40]) if len(raw) <= 40 else f"{raw[:40]!r}…"
-        raise InvalidRequest(
-            f"purpose: {shown} is not accepted; send purpose={expected} (this server fine-tunes text classifiers)",
-            param="purpose",
-        )
+        raise InvalidRequest(f"purpose: {shown} is not accepted; send purpose={expected}", param="purpose")
     return FilePurpose.fine_tune
 
 
@@ -89,15 +90,16 @@ def create_file(
             )
         with uploaded_path.open("rb") as handle:
             first_bytes = handle.read(64)
-        summary = summarize_file(uploaded_path, detect_format(filename, first_bytes), limits)
+        data_format = detect_format(filename, first_bytes)
+        summaries = summarize_upload(uploaded_path, data_format, limits)
         # After validating, which reads no rows: the check opens the transaction (on SQLite the write lock).
         ensure_room_for_upload(session, tenant_id, quotas, size_bytes)
         file_id = new_id(IdPrefix.file)
-        blob_key = f"files/{tenant_id}/{file_id}"
+        blob_key = file_blob_key(tenant_id, file_id)
         store.publish(uploaded_path, blob_key)
     finally:
         uploaded_path.unlink(missing_ok=True)
-    row = _file_row(file_id, tenant_id, filename, purpose, size_bytes, sha256, blob_key, summary)
+    row = _file_row(file_id, tenant_id, filename, purpose, size_bytes, sha256, blob_key, data_format, summaries)
     session.add(row)
     session.flush()
     return row
@@ -197,7 +199,8 @@ def _file_row(
     size_bytes: int,
     sha256: str,
     blob_key: str,
-    summary: FileSummary,
+    data_format: DataFormat,
+    summaries: dict[str, dict[str, Any]],
 ) -> File:
     return File(
         id=file_id,
@@ -208,9 +211,12 @@ def _file_row(
         sha256=sha256,
         status=FileStatus.processed.value,
         blob_key=blob_key,
-        data_format=summary.data_format.value,
-        record_count=summary.record_count,
-        has_text_pair=summary.has_text_pair,
-        label_kind=summary.label_kind,
-        label_counts=summary.label_counts,
+        data_format=data_format.value,
+        record_count=max(int(summary["record_count"]) for summary in summaries.values()),
+        task_summaries=summaries,
     )
+
+
+def record_task_summary(file: File, task: Task, summary: dict[str, Any]) -> None:
+    """Keep what validating the file for another task learned, so the next job of that task reads it. No commit."""
+    file.task_summaries = {**file.task_summaries, task.value: summary}

@@ -3,30 +3,43 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
-from models.errors import InvalidRequest, InvalidTransition, NotFound
+from models.architectures import is_known_architecture
+from models.errors import InvalidFile, InvalidRequest, InvalidTransition, NotFound
 from models.ids import IdPrefix, is_well_formed, new_id
 from models.services import catalog, events
 from models.services.events import JobControl
-from models.services.files import get_file
+from models.services.files import get_file, record_task_summary
 from models.services.job_settings import resolve_hyperparameters
 from models.services.quotas import TenantQuotas, ensure_job_slot, ensure_room_for_job
 from models.services.runs import transition_job
 from models.services.storage_estimates import estimate_job_storage
 from models.states import TERMINAL_STATUSES, JobStatus
+from models.storage.blobs import ArtifactStore
 from models.storage.tables import File, Job, utc_now
-from models.tasks.registry import task_rules
-from models.tasks.text_classification import ordered_labels
+from models.strategies.names import StrategyType
+from models.tasks.names import Task
+from models.tasks.registry import task_format
+from models.tasks.text_classification import DataFormat, DataLimits
 from models.wire.files import FilePurpose, FileStatus
 from models.wire.jobs import JobCreate
 
 MIN_CLASSES = 2
 
 
-def create_job(session: Session, tenant_id: str, spec: JobCreate, *, quotas: TenantQuotas) -> Job:
+def create_job(
+    session: Session,
+    tenant_id: str,
+    spec: JobCreate,
+    *,
+    quotas: TenantQuotas,
+    store: ArtifactStore,
+    limits: DataLimits,
+) -> Job:
     """Validate a request against the catalog and the files, and insert the job as `queued`.
 
     Every "auto" is resolved here, so the job row records the values training will use.
@@ -43,16 +56,25 @@ def create_job(session: Session, tenant_id: str, spec: JobCreate, *, quotas: Ten
     validation = (
         _usable_file(session, tenant_id, spec.validation_file, "validation_file") if spec.validation_file else None
     )
-    label_names = _training_labels(training)
-    if validation is not None:
-        _check_validation_matches_training(training, validation)
+    rules = task_format(spec.task)
+    training_summary = _summary_for_task(training, spec.task, "training_file", store, limits)
+    validation_summary = (
+        _summary_for_task(validation, spec.task, "validation_file", store, limits) if validation else None
+    )
+    task_settings = rules.job_settings(training_summary, validation_summary)
+    if spec.strategy.needs_layers and not is_known_architecture(base_model.model_type):
+        raise InvalidRequest(
+            f"strategy.type: '{spec.strategy.type_name()}' freezes or paces the model's layers, and the engine does "
+            f"not know where the layers of a '{base_model.model_type}' model are; use strategy type 'full'",
+            param="strategy.type",
+        )
     strategy = spec.strategy.resolved(base_model.num_layers)
     hyperparameters = resolve_hyperparameters(
         spec.requested_hyperparameters(),
-        strategy.defaults,
-        training_records=training.record_count,
+        rules.defaults(StrategyType(strategy.type_name())) or strategy.defaults,
+        training_records=int(training_summary["record_count"]),
         model_max_length=base_model.max_sequence_length,
-        metrics=task_rules(spec.task).metrics,
+        metrics=rules.metrics,
         has_validation_file=validation is not None,
     )
     ensure_room_for_job(session, tenant_id, quotas, estimate_job_storage(base_model, strategy, hyperparameters))
@@ -65,7 +87,7 @@ def create_job(session: Session, tenant_id: str, spec: JobCreate, *, quotas: Ten
         task=spec.task.value,
         strategy=strategy.model_dump(mode="json"),
         hyperparameters=hyperparameters.as_dict(),
-        label_names=list(label_names),
+        task_settings=task_settings,
         seed=spec.seed if spec.seed is not None else secrets.randbelow(2**31),
         suffix=spec.suffix,
         user_metadata=spec.metadata,
@@ -78,7 +100,7 @@ def create_job(session: Session, tenant_id: str, spec: JobCreate, *, quotas: Ten
     events.append_event(
         session,
         job.id,
-        f"Validated training file {training.id}: {training.record_count} records, {len(label_names)} labels",
+        f"Validated training file {training.id} for {spec.task.value}: {rules.describe(training_summary)}",
     )
     events.append_event(session, job.id, "Job queued")
     return job
@@ -294,42 +316,22 @@ def _usable_file(session: Session, tenant_id: str, file_id: str, param: str) -> 
     return row
 
 
-def _training_labels(training: File) -> list[str | int]:
-    labels = ordered_labels(training.label_counts, training.label_kind)
-    if len(labels) < MIN_CLASSES:
+def _summary_for_task(file: File, task: Task, param: str, store: ArtifactStore, limits: DataLimits) -> dict[str, Any]:
+    """What the file holds for `task`: recorded at upload, or found now by validating it for this task
+    (OpenAI's `validating_files`), with the same line-numbered faults an upload gets."""
+    summary = file.task_summaries.get(task.value)
+    if summary is not None:
+        return dict(summary)
+    if file.data_format is None:
+        raise InvalidRequest(f"{param}: file {file.id} holds no training data", param=param)
+    try:
+        summary = task_format(task).summarize(store.path(file.blob_key), DataFormat(file.data_format), limits)
+    except InvalidFile as fault:
         raise InvalidRequest(
-            f"training_file: classification needs at least {MIN_CLASSES} labels, but file {training.id} has only "
-            f"{labels!r}; add examples of another label",
-            param="training_file",
-        )
-    return labels
-
-
-_LABEL_KIND_WORDS = {"int": "integers", "str": "strings"}  # FileSummary.label_kind, in words
-
-
-def _check_validation_matches_training(training: File, validation: File) -> None:
-    if validation.has_text_pair != training.has_text_pair:
-        has, lacks = ("validation", "training") if validation.has_text_pair else ("training", "validation")
-        raise InvalidRequest(
-            f"validation_file: the {has} file's records have 'text_pair' but the {lacks} file's do not; give "
-            "'text_pair' in both files or in neither",
-            param="validation_file",
-        )
-    if validation.label_kind != training.label_kind:
-        raise InvalidRequest(
-            f"validation_file: its labels are {_LABEL_KIND_WORDS.get(validation.label_kind, validation.label_kind)}, "
-            f"but the training file's are {_LABEL_KIND_WORDS.get(training.label_kind, training.label_kind)}; use "
-            "the same kind of label in both files",
-            param="validation_file",
-        )
-    unknown = sorted(set(validation.label_counts) - set(training.label_counts))
-    if unknown:
-        raise InvalidRequest(
-            f"validation_file: label {unknown[0]!r} does not occur in the training file; remove its examples from "
-            "the validation file, or add examples of it to the training file",
-            param="validation_file",
-        )
+            f"{param}: file {file.id} does not hold {task.value} data: {fault.message}", param=param
+        ) from None
+    record_task_summary(file, task, summary)
+    return summary
 
 
 def tenant_of(session: Session, job_id: str) -> str:

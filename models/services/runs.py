@@ -155,7 +155,13 @@ def ensure_run_owns_job(session: Session, job_id: str, attempt: int) -> None:
 
 
 def complete_job(
-    session: Session, job_id: str, attempt: int, *, trained_tokens: int, result_files: list[str] | None = None
+    session: Session,
+    job_id: str,
+    attempt: int,
+    *,
+    trained_tokens: int,
+    result_files: list[str] | None = None,
+    best_checkpoint: dict[str, Any] | None = None,
 ) -> str | None:
     """`running → succeeded` for this attempt; returns the fine-tuned model name, or None if it lost the race.
 
@@ -176,6 +182,7 @@ def complete_job(
             "finished_at": utc_now(),
             "trained_tokens": trained_tokens,
             "result_files": result_files or [],
+            "best_checkpoint": best_checkpoint,
             "lease_owner": None,
             "lease_expires_at": None,
         },

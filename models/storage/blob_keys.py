@@ -16,6 +16,10 @@ def results_blob_key(job_id: str, attempt: int) -> str:
     return f"{run_outputs_prefix(job_id, attempt)}/results.csv"
 
 
+def file_blob_key(tenant_id: str, file_id: str) -> str:
+    return f"files/{tenant_id}/{file_id}"
+
+
 def checkpoint_key_pattern(job_id: str, attempt: int) -> str:
     """The keys of a run's checkpoints, with a `{step}` field for the step: each run writes under its own
     names, so a run that lost its lease can never overwrite another's."""

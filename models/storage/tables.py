@@ -92,9 +92,9 @@ class File(Base):
     blob_key: Mapped[str] = mapped_column(String(512))
     data_format: Mapped[str | None] = mapped_column(String(16), default=None)
     record_count: Mapped[int] = mapped_column(Integer, default=0)
-    has_text_pair: Mapped[bool] = mapped_column(Boolean, default=False)
-    label_kind: Mapped[str] = mapped_column(String(8), default="str")
-    label_counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # What validation learned, per task whose format the file satisfies (models/tasks/<task>.py `summarize`):
+    # {"text-classification": {"record_count", "label_counts", …}}. Its keys are the tasks it can train.
+    task_summaries: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     deleted_at: Mapped[datetime | None] = mapped_column(default=None)
 
@@ -134,7 +134,8 @@ class Job(Base):
     task: Mapped[str] = mapped_column(String(64))
     strategy: Mapped[dict[str, Any]] = mapped_column()
     hyperparameters: Mapped[dict[str, Any]] = mapped_column()
-    label_names: Mapped[list[Any]] = mapped_column()
+    # The task's own part of the job, from its files (models/tasks/<task>.py `job_settings`): label names, say.
+    task_settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     seed: Mapped[int] = mapped_column(BigInteger)
     suffix: Mapped[str | None] = mapped_column(String(64), default=None)
     user_metadata: Mapped[dict[str, Any] | None] = mapped_column(default=None)
@@ -163,6 +164,8 @@ class Job(Base):
     # The latest run's speed and footprint (models.wire.jobs.PerformanceRead), written with its progress.
     performance: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     result_files: Mapped[list[Any]] = mapped_column(default=list)
+    # With early stopping, the epoch whose weights were delivered: {"epoch", "step", "metrics"}.
+    best_checkpoint: Mapped[dict[str, Any] | None] = mapped_column(default=None)
 
 
 class JobEvent(Base):

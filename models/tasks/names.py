@@ -7,3 +7,5 @@ from enum import StrEnum
 
 class Task(StrEnum):
     text_classification = "text-classification"
+    token_classification = "token-classification"
+    question_answering = "question-answering"

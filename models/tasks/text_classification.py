@@ -1,4 +1,4 @@
-"""Text-classification data files (JSONL or CSV): parsed record by record, every fault named by line."""
+"""text-classification, torch-free half: its data files (JSONL or CSV) validated line by line, and its job rules."""
 
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ from typing import Any, BinaryIO, NamedTuple
 import msgspec
 from pydantic_core import from_json
 
-from models.errors import InvalidFile
+from models.errors import InvalidFile, InvalidRequest
+from models.strategies.common import StrategyDefaults
+from models.strategies.names import StrategyType
+from models.tasks.names import Task
 from models.unicode_text import unpaired_surrogate
 
 MAX_RECORD_BYTES = 1024 * 1024  # one JSONL line or CSV row; a longer one is almost surely not text
@@ -538,3 +541,68 @@ def _label_size_fault(label: Label, max_label_chars: int) -> str | None:
         f"is an integer of {len(str(abs(int(label))))} digits; labels must be strings or integers of at most "
         f"{max_label_chars} digits"
     )
+
+
+MIN_CLASSES = 2
+_LABEL_KIND_WORDS = {"int": "integers", "str": "strings"}  # FileSummary.label_kind, in words
+
+
+class TextClassificationFormat:
+    """text-classification, torch-free half: `{"text", "label"}` records (with an optional `text_pair`)."""
+
+    task = Task.text_classification
+    metrics: tuple[str, ...] = ("macro_f1", "accuracy")
+    record_fields = frozenset({TEXT_FIELD, LABEL_FIELD})
+
+    def summarize(self, path: Path, data_format: DataFormat, limits: DataLimits) -> dict[str, Any]:
+        summary = summarize_file(path, data_format, limits)
+        return {
+            "record_count": summary.record_count,
+            "label_counts": summary.label_counts,
+            "label_kind": summary.label_kind,
+            "has_text_pair": summary.has_text_pair,
+        }
+
+    def describe(self, summary: dict[str, Any]) -> str:
+        return f"{summary['record_count']:,} records, {len(summary['label_counts'])} labels"
+
+    def job_settings(self, training: dict[str, Any], validation: dict[str, Any] | None) -> dict[str, Any]:
+        labels = ordered_labels(training["label_counts"], training["label_kind"])
+        if len(labels) < MIN_CLASSES:
+            raise InvalidRequest(
+                f"training_file: classification needs at least {MIN_CLASSES} labels, but the file has only "
+                f"{labels!r}; add examples of another label",
+                param="training_file",
+            )
+        if validation is not None:
+            _check_validation_matches_training(training, validation)
+        return {"labels": labels}
+
+    def defaults(self, strategy: StrategyType) -> StrategyDefaults | None:
+        return None  # the strategies' defaults were measured on this task
+
+
+def _check_validation_matches_training(training: dict[str, Any], validation: dict[str, Any]) -> None:
+    if validation["has_text_pair"] != training["has_text_pair"]:
+        has, lacks = ("validation", "training") if validation["has_text_pair"] else ("training", "validation")
+        raise InvalidRequest(
+            f"validation_file: the {has} file's records have 'text_pair' but the {lacks} file's do not; give "
+            "'text_pair' in both files or in neither",
+            param="validation_file",
+        )
+    if validation["label_kind"] != training["label_kind"]:
+        kinds = (
+            _LABEL_KIND_WORDS.get(summary["label_kind"], summary["label_kind"]) for summary in (validation, training)
+        )
+        raise InvalidRequest(
+            "validation_file: its labels are {}, but the training file's are {}; use the same kind of label in "
+            "both files".format(*kinds),
+            param="validation_file",
+        )
+    unknown = sorted(set(validation["label_counts"]) - set(training["label_counts"]))
+    if unknown:
+        raise InvalidRequest(
+            f"validation_file: label {unknown[0]!r} does not occur in the training file; remove its examples from "
+            "the validation file, or add examples of it to the training file",
+            param="validation_file",
+        )

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-)
+from pydantic import BaseModel, Field
 
 from models.storage.tables import File
 from models.wire.common import unix_seconds
@@ -37,7 +35,14 @@ class FileRead(BaseModel):
     sha256: str
     format: str | None
     record_count: int
-    label_counts: dict[str, int]
+    label_counts: dict[str, int] = Field(
+        default_factory=dict, description="A text-classification file's examples per label; {} for other tasks."
+    )
+    task_summaries: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="What validation found, per task whose format the file satisfies: its keys are the tasks "
+        "the file can train.",
+    )
 
     @classmethod
     def from_row(cls, row: File) -> FileRead:
@@ -52,7 +57,8 @@ class FileRead(BaseModel):
             sha256=row.sha256,
             format=row.data_format,
             record_count=row.record_count,
-            label_counts=dict(row.label_counts),
+            label_counts=dict(row.task_summaries.get("text-classification", {}).get("label_counts", {})),
+            task_summaries=dict(row.task_summaries),
         )
 
 

@@ -211,6 +211,14 @@ class HyperparametersRead(BaseModel):
     early_stopping: EarlyStoppingRead | None = None
 
 
+class BestCheckpointRead(BaseModel):
+    """The epoch whose weights a job delivered, when it stopped early; a Graft addition to the job object."""
+
+    epoch: int
+    step: int
+    metrics: dict[str, float]
+
+
 class ProgressRead(BaseModel):
     step: int
     total_steps: int
@@ -265,6 +273,7 @@ class JobRead(BaseModel):
     progress: ProgressRead | None
     performance: PerformanceRead | None = None
     attempt: int
+    best_checkpoint: BestCheckpointRead | None = None
 
     @classmethod
     def from_row(cls, job: Job) -> JobRead:
@@ -294,7 +303,8 @@ class JobRead(BaseModel):
             suffix=job.suffix,
             task=Task(job.task),
             strategy=parse_strategy(job.strategy),
-            labels=list(job.label_names),
+            labels=list(job.task_settings.get("labels", [])),
+            best_checkpoint=BestCheckpointRead(**job.best_checkpoint) if job.best_checkpoint else None,
             trainable_parameters=job.trainable_parameters,
             total_parameters=job.total_parameters,
             progress=ProgressRead(**job.progress) if job.progress else None,

@@ -215,7 +215,7 @@ def test_wrong_purpose_is_a_400_naming_the_value_and_the_one_accepted(client: Te
     error = response.json()["error"]
     assert (error["code"], error["param"]) == ("invalid_request_error", "purpose")
     assert error["message"] == (
-        "purpose: 'batch' is not accepted; send purpose=fine-tune (this server fine-tunes text classifiers)"
+        "purpose: 'batch' is not accepted; send purpose=fine-tune"
     )
 
 

@@ -40,7 +40,7 @@ def test_jobs_list_serves_rows_holding_lone_surrogates_with_them_replaced(
     client: TestClient, auth: dict[str, str], settings: Settings, new_job: Callable[[], str]
 ) -> None:
     good, bad = new_job(), new_job()
-    damage(settings, bad, user_metadata={"team": f"ml{LONE}", f"k{LONE}": "v"}, label_names=[f"a{LONE}", "b"])
+    damage(settings, bad, user_metadata={"team": f"ml{LONE}", f"k{LONE}": "v"}, task_settings={"labels": [f"a{LONE}", "b"]})
     response = client.get("/v1/fine_tuning/jobs", headers=auth)
     assert response.status_code == 200
     served = {job["id"]: job for job in response.json()["data"]}
@@ -68,7 +68,7 @@ def test_a_page_is_filled_from_the_rows_after_the_ones_that_cannot_be_built(
 ) -> None:
     oldest, older, bad_one, bad_two = new_job(), new_job(), new_job(), new_job()
     damage(settings, bad_one, status="no-such-status")
-    damage(settings, bad_two, label_names=None)
+    damage(settings, bad_two, strategy={"type": "no-such-strategy"})
     page = client.get("/v1/fine_tuning/jobs?limit=1", headers=auth).json()
     assert ([job["id"] for job in page["data"]], page["has_more"]) == ([older], True)
     rest = client.get(f"/v1/fine_tuning/jobs?limit=5&after={older}", headers=auth).json()
@@ -178,7 +178,7 @@ def test_a_pause_of_a_running_job_whose_row_holds_lone_surrogates_is_answered(
     client: TestClient, auth: dict[str, str], settings: Settings, new_job: Callable[[], str]
 ) -> None:
     job_id = new_job()
-    damage(settings, job_id, label_names=[f"a{LONE}", "b"])
+    damage(settings, job_id, task_settings={"labels": [f"a{LONE}", "b"]})
     with session_scope(settings.database_url) as session:
         assert runs.claim_job(session, job_id, owner="test:1", lease_seconds=30) == 1
     assert client.post(f"/v1/fine_tuning/jobs/{job_id}/pause", headers=auth).json()["labels"] == [f"a{REPLACED}", "b"]
