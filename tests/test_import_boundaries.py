@@ -1,4 +1,4 @@
-"""The layering rules of STYLE.md: api → models ← worker, and torch only under worker/training."""
+"""The rooms of docs/architecture.md and the arrows allowed between them."""
 
 from __future__ import annotations
 
@@ -11,10 +11,14 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
+VOCABULARY = ("models.tasks", "models.strategies", "models.errors", "models.hyperparameters", "models.architectures")
+VOCABULARY += ("models.bio_tags", "models.checksums", "models.unicode_text", "models.ids", "models.states")
 
-def imported_modules(package: str) -> set[tuple[str, str]]:
+
+def imported_modules(folder: str) -> set[tuple[str, str]]:
+    """(file, imported module) for every import under `folder` (a package path such as `models/tasks`)."""
     found = set()
-    for path in (REPO_ROOT / package).rglob("*.py"):
+    for path in (REPO_ROOT / folder).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 found |= {(str(path.relative_to(REPO_ROOT)), alias.name) for alias in node.names}
@@ -23,25 +27,62 @@ def imported_modules(package: str) -> set[tuple[str, str]]:
     return found
 
 
+def offenders(folder: str, allowed: tuple[str, ...], *, inside: tuple[str, ...] = ()) -> set[tuple[str, str]]:
+    """Imports of project modules under `folder` that are neither in `allowed` nor inside `inside`."""
+    project = ("api", "models", "worker", "cli", "bench", "migrations")
+    return {
+        (path, module)
+        for path, module in imported_modules(folder)
+        if module.split(".")[0] in project and not module.startswith(allowed + inside)
+    }
+
+
 @pytest.mark.parametrize(("package", "forbidden"), [("models", ("api", "worker", "cli")), ("api", ("worker", "cli"))])
 def test_packages_import_only_downward(package: str, forbidden: tuple[str, ...]) -> None:
-    offenders = {(path, module) for path, module in imported_modules(package) if module.split(".")[0] in forbidden}
-    assert offenders == set()
+    found = {(path, module) for path, module in imported_modules(package) if module.split(".")[0] in forbidden}
+    assert found == set()
 
 
-def test_only_the_training_package_and_the_child_import_torch() -> None:
+@pytest.mark.parametrize("folder", ["models/tasks", "models/strategies"])
+def test_the_torch_free_halves_of_tasks_and_strategies_use_only_the_shared_vocabulary(folder: str) -> None:
+    assert offenders(folder, VOCABULARY) == set()
+
+
+def test_the_engine_imports_no_storage_services_wire_or_supervision() -> None:
+    assert offenders("worker/training", VOCABULARY, inside=("worker.training",)) == set()
+
+
+def test_the_training_process_imports_neither_celery_nor_the_runner() -> None:
+    imported = {module for _, module in imported_modules("worker") if _ == "worker/training_process.py"}
+    assert not {m for m in imported if m.split(".")[0] == "celery" or m in ("worker.runner", "worker.tasks")}
+    assert "worker.celery_app" not in imported
+
+
+def test_only_the_engine_and_the_training_process_import_torch() -> None:
     allowed = ("worker/training/", "worker/training_process.py", "worker/database_reporter.py")
-    offenders = {
+    found = {
         (path, module)
         for package in ("api", "models", "worker", "cli")
         for path, module in imported_modules(package)
         if module.split(".")[0] in ("torch", "transformers") and not path.startswith(allowed)
     }
-    assert offenders == set()
+    assert found == set()
 
 
 @pytest.mark.parametrize("module", ["api.main", "worker.tasks", "cli.main"])
 def test_importing_the_service_processes_leaves_torch_unloaded(module: str) -> None:
     check = f"import sys, {module}; sys.exit('torch' in sys.modules or 'transformers' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", check], cwd=Path(REPO_ROOT), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_loading_the_engine_loads_no_storage_services_wire_celery_or_sqlalchemy() -> None:
+    """The arrows hold transitively too: the recipe and every task and strategy, imported, pull none in."""
+    check = (
+        "import sys, worker.training.recipe\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('models.storage', 'models.services', 'models.wire',"
+        " 'celery', 'sqlalchemy', 'api.', 'worker.runner')))\n"
+        "sys.exit(', '.join(bad) or None)"
+    )
     result = subprocess.run([sys.executable, "-c", check], cwd=Path(REPO_ROOT), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
