@@ -17,8 +17,8 @@ from api.ranges import DOWNLOAD_RESPONSES, file_download
 from api.routing import SessionReleasingRoute
 from models.errors import InvalidRequest, ServiceUnavailable
 from models.services import artifacts, checkpoints, dispatch, events, job_reads, job_views, jobs, quotas, tenants
+from models.services.dispatch import Dispatched, IfBrokerDown
 from models.settings import Settings
-from models.storage import broker as queue
 from models.storage.database import run_read, session_scope
 from models.storage.read_pool import AsyncReadPool
 from models.tasks.text_classification import DataLimits
@@ -85,20 +85,16 @@ def create_fine_tuning_job(
     # retryable error, or the client's retry would create (and train) a second job.
     created = job_views.job_read(job)
     session.commit()
-    try:
-        # After the commit, so a worker that receives the id finds the row.
-        queue.enqueue_job_run(settings.broker_url, created.id)
-    except queue.QueueUnavailable as error:
-        failed = dispatch.fail_unsent_job(session, created.id)
-        if not failed:  # a worker took it in the meantime
-            session.refresh(job)
-            created = job_views.job_read(job)
-        session.commit()
-        if failed:
-            raise ServiceUnavailable(
-                f"The job queue is unreachable, so job {created.id} could not start; retry shortly.", param=None
-            ) from error
-    return created
+    sent = dispatch.send_job(session, settings.broker_url, created.id, if_broker_down=IfBrokerDown.fail_job)
+    if sent is Dispatched.sent:
+        return created
+    session.commit()
+    if sent is Dispatched.failed:
+        raise ServiceUnavailable(
+            f"The job queue is unreachable, so job {created.id} could not start; retry shortly.", param=None
+        )
+    session.refresh(job)  # a worker took it in the meantime
+    return job_views.job_read(job)
 
 
 def metadata_filter(request: Request) -> dict[str, str]:
@@ -220,13 +216,10 @@ def resume_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDe
     resumed = job_views.job_read(job)
     session.commit()
     if must_send:
-        try:
-            queue.enqueue_job_run(settings.broker_url, job.id)
-        except queue.QueueUnavailable:
-            # The job stays queued and keeps its checkpoint; the workers' sweep sends it once the
-            # broker is back (worker.reconciler), so the user's progress is never thrown away.
-            dispatch.mark_unsent(session, job.id)
-            session.commit()
+        # A broker that is down costs the user nothing: the job keeps its checkpoint and the
+        # workers' sweep sends it once the broker is back (worker.reconciler).
+        dispatch.send_job(session, settings.broker_url, job.id, if_broker_down=IfBrokerDown.keep_queued)
+        session.commit()
     return resumed
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -11,6 +12,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from models.errors import JobErrorCode
 from models.services.runs import JobFailure, fail_job
 from models.states import JobStatus
+from models.storage import broker
 from models.storage.tables import Job, utc_now
 
 
@@ -78,3 +80,33 @@ def fail_unsent_job(session: Session, job_id: str) -> bool:
         ),
         only_from=JobStatus.queued,
     )
+
+
+class IfBrokerDown(StrEnum):
+    """What becomes of a committed job whose message the broker did not take."""
+
+    fail_job = "fail_job"  # a job just created: its client is told to retry, so this one must never start later
+    keep_queued = "keep_queued"  # a job the user already has (resumed): the sweep sends it once the broker is back
+
+
+class Dispatched(StrEnum):
+    sent = "sent"
+    kept_queued = "kept_queued"  # the broker was down; the job waits for the sweep
+    failed = "failed"  # the broker was down; the job failed with queue_unavailable
+    taken = "taken"  # the broker was down, but a worker had the job already (a sweep sent it meanwhile)
+
+
+def send_job(session: Session, broker_url: str, job_id: str, *, if_broker_down: IfBrokerDown) -> Dispatched:
+    """Hand a committed `queued` job's id to the broker, after the commit so a worker finds the row.
+
+    When the broker is unreachable, records what `if_broker_down` says (no commit: the caller commits
+    and answers; Dispatched.failed means the client must be told the job could not start).
+    """
+    try:
+        broker.enqueue_job_run(broker_url, job_id)
+    except broker.QueueUnavailable:
+        if if_broker_down is IfBrokerDown.keep_queued:
+            mark_unsent(session, job_id)
+            return Dispatched.kept_queued
+        return Dispatched.failed if fail_unsent_job(session, job_id) else Dispatched.taken
+    return Dispatched.sent
