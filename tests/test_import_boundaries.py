@@ -13,6 +13,7 @@ from tests.conftest import REPO_ROOT
 
 VOCABULARY = ("models.tasks", "models.strategies", "models.errors", "models.hyperparameters", "models.architectures")
 VOCABULARY += ("models.bio_tags", "models.checksums", "models.unicode_text", "models.ids", "models.states")
+VOCABULARY += ("models.checkpoint_kinds",)
 
 
 def imported_modules(folder: str) -> set[tuple[str, str]]:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
+from models.checkpoint_kinds import CheckpointKind
 from models.errors import JobErrorCode
 from models.services import checkpoints, events, quotas, runs
 from models.services.checkpoints import describe_metrics
@@ -127,7 +128,7 @@ class DatabaseReporter:
         self._write(write)
 
     def checkpoint_saved(
-        self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str, size_bytes: int
+        self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: CheckpointKind, size_bytes: int
     ) -> None:
         """Record the checkpoint and delete the ones it supersedes; one past the storage quota is deleted
         instead, and the run fails (TrainingFailure, storage_quota_exceeded)."""

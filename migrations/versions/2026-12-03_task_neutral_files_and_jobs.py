@@ -129,9 +129,7 @@ def downgrade() -> None:
         )
     for job_id, settings in connection.execute(sa.select(jobs.c.id, jobs.c.task_settings)):
         connection.execute(
-            jobs.update()
-            .where(jobs.c.id == job_id)
-            .values(label_names=(_loaded(settings) or {}).get("labels", []))
+            jobs.update().where(jobs.c.id == job_id).values(label_names=(_loaded(settings) or {}).get("labels", []))
         )
 
     with op.batch_alter_table("jobs", schema=None) as batch_op:

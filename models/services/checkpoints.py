@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from models.checkpoint_kinds import CheckpointKind
 from models.errors import InvalidRequest
 from models.ids import IdPrefix, is_well_formed, new_id
 from models.services import events
@@ -22,8 +23,6 @@ from models.services.fine_tuned_models import fine_tuned_model_name
 from models.services.runs import ensure_run_owns_job
 from models.states import JobStatus
 from models.storage.tables import Checkpoint, Job
-
-EPOCH_END = "epoch"
 
 
 def record_checkpoint(
@@ -35,7 +34,7 @@ def record_checkpoint(
     epoch: int,
     metrics: dict[str, float],
     blob_key: str,
-    kind: str = EPOCH_END,
+    kind: CheckpointKind = CheckpointKind.epoch,
     size_bytes: int = 0,
 ) -> list[str]:
     """Insert a checkpoint whose files (`size_bytes` in all) are already published at `blob_key`.
@@ -46,7 +45,9 @@ def record_checkpoint(
     ensure_run_owns_job(session, job_id, attempt)
     superseded = list(
         session.scalars(
-            select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.kind != EPOCH_END, Checkpoint.step < step)
+            select(Checkpoint).where(
+                Checkpoint.job_id == job_id, Checkpoint.kind != CheckpointKind.epoch.value, Checkpoint.step < step
+            )
         )
     )
     for old in superseded:
@@ -64,7 +65,7 @@ def record_checkpoint(
             size_bytes=size_bytes,
         )
     )
-    where = f"end of epoch {epoch}" if kind == EPOCH_END else f"{kind} checkpoint during epoch {epoch + 1}"
+    where = f"end of epoch {epoch}" if kind is CheckpointKind.epoch else f"{kind} checkpoint during epoch {epoch + 1}"
     events.append_event(
         session,
         job_id,

@@ -214,9 +214,7 @@ def test_wrong_purpose_is_a_400_naming_the_value_and_the_one_accepted(client: Te
     assert response.status_code == 400
     error = response.json()["error"]
     assert (error["code"], error["param"]) == ("invalid_request_error", "purpose")
-    assert error["message"] == (
-        "purpose: 'batch' is not accepted; send purpose=fine-tune"
-    )
+    assert error["message"] == ("purpose: 'batch' is not accepted; send purpose=fine-tune")
 
 
 @pytest.mark.parametrize(

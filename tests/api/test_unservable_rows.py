@@ -40,7 +40,9 @@ def test_jobs_list_serves_rows_holding_lone_surrogates_with_them_replaced(
     client: TestClient, auth: dict[str, str], settings: Settings, new_job: Callable[[], str]
 ) -> None:
     good, bad = new_job(), new_job()
-    damage(settings, bad, user_metadata={"team": f"ml{LONE}", f"k{LONE}": "v"}, task_settings={"labels": [f"a{LONE}", "b"]})
+    damage(
+        settings, bad, user_metadata={"team": f"ml{LONE}", f"k{LONE}": "v"}, task_settings={"labels": [f"a{LONE}", "b"]}
+    )
     response = client.get("/v1/fine_tuning/jobs", headers=auth)
     assert response.status_code == 200
     served = {job["id"]: job for job in response.json()["data"]}

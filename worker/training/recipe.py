@@ -7,7 +7,6 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
+from models.checkpoint_kinds import CheckpointKind
 from models.errors import JobErrorCode
 from worker.training.accelerator import Accelerator
 from worker.training.anatomy import UnsplittableArchitecture, find_anatomy
@@ -53,12 +53,6 @@ class TrainingPosition:
     batches_into_epoch: int
     step: int
     trained_tokens: int
-
-
-class CheckpointKind(StrEnum):
-    epoch = "epoch"  # an epoch end, with validation metrics
-    interval = "interval"  # mid-epoch, because checkpoint_interval_seconds passed
-    stop = "stop"  # mid-epoch, because the run was asked to stop (pause, worker shutdown)
 
 
 class TrainingStopped(Exception):
@@ -478,7 +472,7 @@ class FineTuningRecipe:
             ) from error
         self.last_checkpoint_step = step
         self.reporter.checkpoint_saved(
-            step=step, epoch=epoch, metrics=metrics, blob_key=key, kind=kind.value, size_bytes=size_bytes
+            step=step, epoch=epoch, metrics=metrics, blob_key=key, kind=kind, size_bytes=size_bytes
         )
 
     def export(self, key: str) -> ExportManifest:

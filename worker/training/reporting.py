@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from models.checkpoint_kinds import CheckpointKind
 from models.errors import JobErrorCode
 
 
@@ -57,7 +58,7 @@ class Reporter(Protocol):
     def epoch_finished(self, *, epoch: int, step: int, metrics: dict[str, float]) -> None: ...
 
     def checkpoint_saved(
-        self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str, size_bytes: int
+        self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: CheckpointKind, size_bytes: int
     ) -> None:
         """A checkpoint of `size_bytes` was published at `blob_key`.
 
@@ -91,7 +92,7 @@ class FanOutReporter:
             reporter.epoch_finished(epoch=epoch, step=step, metrics=metrics)
 
     def checkpoint_saved(
-        self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str, size_bytes: int
+        self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: CheckpointKind, size_bytes: int
     ) -> None:
         for reporter in self._reporters:
             reporter.checkpoint_saved(
