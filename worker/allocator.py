@@ -3,10 +3,9 @@
 glibc serves an allocation above its mmap threshold (128 KiB at first) with a fresh `mmap` and
 unmaps it when it is freed, raising the threshold to that block's size, up to 32 MiB. So a fresh
 process maps, faults in and zeroes the activation tensors of its first forward passes anew each
-time: a one-off tax that a long-running process stops paying once its threshold has grown. On two
-CPU cores, the first inference pass of MiniLM over 2,000 SST-2 rows took 2.8–3.0 s in a fresh
-process and a later pass 2.5–2.7 s; with the threshold fixed at 32 MiB from the start, the first
-pass took as long as the later ones (bench/training.py). The price: memory freed in the
+time: a one-off tax that a long-running process stops paying once its threshold has grown. With the
+threshold fixed at 32 MiB from the start, a fresh process's first inference pass runs as fast as its
+later ones (bench/training.py measures it). The price: memory freed in the
 heap is kept for reuse rather than returned, so the process's resident size (the `peak_memory_bytes`
 a CPU job reports) can stay higher than before. A training process lives for one job, and gives
 everything back when it exits.

@@ -32,7 +32,7 @@ from worker.training.tasks.protocol import EngineTask, Examples
 
 # Bump when tokenisation or feature computation changes, so older cache entries are never read.
 CACHE_FORMAT = 2
-FEATURE_BATCH_SIZE = 64  # inference batches of similar length: measured fastest for MiniLM on 2 cores
+FEATURE_BATCH_SIZE = 64  # inference batches of examples of similar length
 
 
 @dataclass(frozen=True)
