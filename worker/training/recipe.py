@@ -17,7 +17,7 @@ from transformers import get_linear_schedule_with_warmup
 from models.checkpoint_kinds import CheckpointKind
 from models.errors import JobErrorCode
 from worker.training.accelerator import Accelerator
-from worker.training.anatomy import UnsplittableArchitecture, find_anatomy
+from worker.training.anatomy import Anatomy, UnsplittableArchitecture, find_anatomy
 from worker.training.batching import length_grouped_batches, length_sorted_batches
 from worker.training.blob_store import BlobStore
 from worker.training.checkpoints import (
@@ -127,7 +127,9 @@ class FineTuningRecipe:
         try:
             anatomy = find_anatomy(self.network)
         except UnsplittableArchitecture as error:
-            raise TrainingFailure(JobErrorCode.invalid_training_data, str(error)) from error
+            if self.spec.strategy.needs_layers:  # job creation refuses these; a changed model folder is left
+                raise TrainingFailure(JobErrorCode.invalid_training_data, str(error)) from error
+            anatomy = Anatomy(embeddings=[], layers=[], body_top=[], head=[self.network])  # `full` needs no split
         self.layout = NetworkLayout(anatomy, self.new_parameter_names)
         groups = self.strategy.apply(self.network, self.layout)
         self.training_examples = self._encoded(self.spec.training_file)

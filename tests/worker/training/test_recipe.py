@@ -12,6 +12,7 @@ from transformers import AutoModelForSequenceClassification, pipeline
 from models.storage.blobs import ArtifactStore
 from models.strategies.names import StrategyType
 from tests.worker.training.conftest import RecordingReporter
+from worker.training.anatomy import UnsplittableArchitecture
 from worker.training.checkpoints import (
     COMPLETE_MARKER,
     TRAINABLE_WEIGHTS,
@@ -280,3 +281,20 @@ def test_a_checkpoint_from_before_mid_epoch_checkpoints_still_resumes(make_confi
     (folder / "trainer_state.json").write_text(json.dumps(state))
     assert recipe.resume(folder) == 8
     assert recipe.position.batches_into_epoch == 0
+
+
+def test_full_trains_a_network_the_anatomy_cannot_split_and_other_strategies_fail_clearly(
+    make_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsplittable(network: torch.nn.Module) -> None:
+        raise UnsplittableArchitecture("no layer stack in a 'toy' model")
+
+    monkeypatch.setattr("worker.training.recipe.find_anatomy", unsplittable)
+    recipe, reporter = run_recipe(make_config(StrategyType.full, epochs=1), tmp_path / "full")
+    assert reporter.started["trainable_parameters"] == reporter.started["total_parameters"]
+    assert reporter.epochs
+    partial = FineTuningRecipe(
+        make_config(StrategyType.partial), ArtifactStore(tmp_path / "partial"), RecordingReporter()
+    )
+    with pytest.raises(TrainingFailure, match="no layer stack"):
+        partial.setup()
