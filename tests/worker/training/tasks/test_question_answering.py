@@ -18,7 +18,7 @@ from models.storage.blobs import ArtifactStore
 from models.strategies.names import StrategyType
 from models.tasks.names import Task
 from models.tasks.text_classification import DataFormat
-from tests.conftest import sample_rows, write_jsonl
+from tests.conftest import REPO_ROOT, sample_rows, write_jsonl
 from tests.tiny_models import WORDS
 from tests.worker.training.conftest import RecordingReporter
 from worker.training.examples import TokenisedExamples
@@ -461,3 +461,24 @@ def test_minilm_trains_on_a_slice_of_squad_v2_and_reports_its_scores(qa_config: 
     [metrics] = reporter.epochs
     assert set(metrics) == {"epoch", "step", "valid_loss"} | {f"valid_{name}" for name in METRICS}
     assert all(0.0 <= metrics[f"valid_{name}"] <= 100.0 for name in METRICS)
+
+
+def readme_snippet(name: str) -> str:
+    """The Python between `<!-- snippet: name -->` and `<!-- end snippet -->` in the README."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split(f"<!-- snippet: {name} -->", 1)[1].split("<!-- end snippet -->", 1)[0]
+    return block.strip().removeprefix("```python").removesuffix("```")
+
+
+def test_the_readmes_answer_snippet_finds_the_answer_and_says_when_there_is_none(
+    qa_config: MakeConfig, tmp_path: Path
+) -> None:
+    recipe = run_recipe(qa_config(epochs=3, training_rows=96), tmp_path / "store")
+    folder, _ = exported_folder(recipe, tmp_path / "store", tmp_path / "model")
+    namespace: dict[str, Any] = {}
+    exec(readme_snippet("answer"), namespace)  # noqa: S102 - the README's own code, run as a reader would
+    answer = namespace["answer"]
+    long_context = " ".join(["the plot was good"] * 12 + ["and the film was fun"])  # several windows
+    assert answer(str(folder), QUESTION, "the film was fun and the plot was good") == "fun"
+    assert answer(str(folder), QUESTION, long_context) == "fun"
+    assert answer(str(folder), QUESTION, "the film was dull and the plot was bad") == ""
