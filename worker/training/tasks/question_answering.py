@@ -17,11 +17,12 @@ from models.tasks.text_classification import DataFormat
 from worker.training.examples import TokenisedExamples, from_lists
 from worker.training.reporting import TrainingFailure
 from worker.training.run_spec import DataFile, RunSpec
-from worker.training.speedups.model_pool import Template, TemplateKey, new_module_names
+from worker.training.speedups.model_pool import Template, TemplateKey
 from worker.training.tasks.answer_spans import MAX_ANSWER_TOKENS, BestSpans
 from worker.training.tasks.answer_windows import ContextOffsets, GoldAnswer, make_windows
 from worker.training.tasks.protocol import Batch, Examples
 from worker.training.tasks.squad_scoring import score_predictions
+from worker.training.tasks.task_heads import load_with_new_head, template_key
 
 DOC_STRIDE = 128  # Hugging Face's run_qa default, with its max_length of 384
 SPAN_HEAD = "span"
@@ -139,22 +140,10 @@ class QuestionAnswering:
         return tokenizer
 
     def template_key(self, spec: RunSpec, fingerprint: str) -> TemplateKey:
-        return TemplateKey(
-            task=spec.task.value,
-            location=spec.base_model_location,
-            fingerprint=fingerprint,
-            head=SPAN_HEAD,
-            trust_remote_code=spec.trust_remote_code,
-        )
+        return template_key(spec, fingerprint, SPAN_HEAD)
 
     def load_template(self, key: TemplateKey) -> Template:
-        network, loading = AutoModelForQuestionAnswering.from_pretrained(
-            key.location,
-            trust_remote_code=key.trust_remote_code,
-            use_safetensors=True,
-            output_loading_info=True,
-        )
-        return Template(network, new_module_names(loading["missing_keys"]))
+        return load_with_new_head(AutoModelForQuestionAnswering, key)
 
     def prepare_network(self, network: PreTrainedModel, spec: RunSpec) -> None:
         """A span head has no label names: the exported config needs nothing from the job."""

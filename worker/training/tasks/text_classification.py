@@ -17,13 +17,16 @@ from transformers import (
 from models.tasks.text_classification import iter_records
 from worker.training.examples import TokenisedExamples, from_lists
 from worker.training.run_spec import DataFile, RunSpec
-from worker.training.speedups.model_pool import Template, TemplateKey, new_module_names
+from worker.training.speedups.model_pool import Template, TemplateKey
 from worker.training.tasks.protocol import Batch, Examples
-
-
-def label_names(spec: RunSpec) -> list[str]:
-    """The job's labels in class-id order, as names (integer labels by their digits)."""
-    return [str(label) for label in spec.task_settings["labels"]]
+from worker.training.tasks.task_heads import (
+    head_labels,
+    label_names,
+    labels_head,
+    load_with_new_head,
+    name_labels,
+    template_key,
+)
 
 
 class ConfusionCounts:
@@ -65,29 +68,18 @@ class TextClassification:
         return AutoTokenizer.from_pretrained(spec.base_model_location, trust_remote_code=spec.trust_remote_code)
 
     def template_key(self, spec: RunSpec, fingerprint: str) -> TemplateKey:
-        return TemplateKey(
-            task=spec.task.value,
-            location=spec.base_model_location,
-            fingerprint=fingerprint,
-            head=f"labels={len(spec.task_settings['labels'])}",
-            trust_remote_code=spec.trust_remote_code,
-        )
+        return template_key(spec, fingerprint, labels_head(spec))
 
     def load_template(self, key: TemplateKey) -> Template:
-        network, loading = AutoModelForSequenceClassification.from_pretrained(
-            key.location,
-            num_labels=int(key.head.removeprefix("labels=")),
+        return load_with_new_head(
+            AutoModelForSequenceClassification,
+            key,
+            num_labels=head_labels(key),
             problem_type="single_label_classification",
-            trust_remote_code=key.trust_remote_code,
-            use_safetensors=True,
-            output_loading_info=True,
         )
-        return Template(network, new_module_names(loading["missing_keys"]))
 
     def prepare_network(self, network: PreTrainedModel, spec: RunSpec) -> None:
-        names = label_names(spec)
-        network.config.id2label = dict(enumerate(names))
-        network.config.label2id = {name: index for index, name in enumerate(names)}
+        name_labels(network, spec)
 
     def build_examples(self, data_file: DataFile, processor: Any, spec: RunSpec) -> TokenisedExamples:
         tokenizer: PreTrainedTokenizerBase = processor

@@ -15,17 +15,20 @@ from models.bio_tags import OUTSIDE_TAG
 from models.tasks.text_classification import DataFormat
 from worker.training.examples import IGNORED_LABEL, TokenisedExamples, from_lists
 from worker.training.run_spec import DataFile, RunSpec
-from worker.training.speedups.model_pool import Template, TemplateKey, new_module_names
+from worker.training.speedups.model_pool import Template, TemplateKey
 from worker.training.tasks.entity_scoring import EntityScores
 from worker.training.tasks.protocol import Batch, Examples
+from worker.training.tasks.task_heads import (
+    head_labels,
+    label_names,
+    labels_head,
+    load_with_new_head,
+    name_labels,
+    template_key,
+)
 from worker.training.tasks.word_labels import read_labels_from_first_subword, tokenise_words
 
 NO_WORD = -1  # the word id kept for a special token
-
-
-def label_names(spec: RunSpec) -> list[str]:
-    """The job's tags in class-id order."""
-    return [str(label) for label in spec.task_settings["labels"]]
 
 
 def iter_tagged_sentences(data_file: DataFile) -> Iterator[tuple[int, list[str], list[str]]]:
@@ -128,28 +131,13 @@ class TokenClassification:
         return load_word_tokenizer(spec.base_model_location, spec.trust_remote_code)
 
     def template_key(self, spec: RunSpec, fingerprint: str) -> TemplateKey:
-        return TemplateKey(
-            task=spec.task.value,
-            location=spec.base_model_location,
-            fingerprint=fingerprint,
-            head=f"labels={len(spec.task_settings['labels'])}",
-            trust_remote_code=spec.trust_remote_code,
-        )
+        return template_key(spec, fingerprint, labels_head(spec))
 
     def load_template(self, key: TemplateKey) -> Template:
-        network, loading = AutoModelForTokenClassification.from_pretrained(
-            key.location,
-            num_labels=int(key.head.removeprefix("labels=")),
-            trust_remote_code=key.trust_remote_code,
-            use_safetensors=True,
-            output_loading_info=True,
-        )
-        return Template(network, new_module_names(loading["missing_keys"]))
+        return load_with_new_head(AutoModelForTokenClassification, key, num_labels=head_labels(key))
 
     def prepare_network(self, network: PreTrainedModel, spec: RunSpec) -> None:
-        names = label_names(spec)
-        network.config.id2label = dict(enumerate(names))
-        network.config.label2id = {name: index for index, name in enumerate(names)}
+        name_labels(network, spec)
 
     def build_examples(self, data_file: DataFile, processor: Any, spec: RunSpec) -> TokenisedExamples:
         """Labels on each word's first sub-word (-100 elsewhere); word ids kept beside, for the evaluator.
