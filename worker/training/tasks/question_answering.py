@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,8 @@ from torch import nn
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from models.errors import JobErrorCode
+from models.tasks.jsonl_records import iter_jsonl_records
+from models.tasks.question_answering import JSONL_EXAMPLE
 from models.tasks.text_classification import DataFormat
 from worker.training.examples import TokenisedExamples, from_lists
 from worker.training.reporting import TrainingFailure
@@ -48,23 +49,19 @@ class Question:
 def iter_questions(data_file: DataFile) -> Iterator[Question]:
     """The records of a JSONL file `{"id", "context", "question", "answers": {"text": [], "answer_start": []}}`.
 
-    Blank lines are skipped. Raises ValueError for a file that is not JSONL.
+    Read as validation reads it. Raises ValueError for a file that is not JSONL.
     """
     if data_file.data_format is not DataFormat.jsonl:
         raise ValueError(f"question-answering reads JSONL files, not {data_file.data_format.value}")
-    with data_file.path.open(encoding="utf-8-sig") as lines:  # a byte order mark before line 1 is no record
-        for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            answers = record["answers"]
-            yield Question(
-                line_number=line_number,
-                question=str(record["question"]),
-                context=str(record["context"]),
-                answer_texts=[str(text) for text in answers["text"]],
-                answer_starts=[int(start) for start in answers["answer_start"]],
-            )
+    for line_number, record in iter_jsonl_records(data_file.path, example=JSONL_EXAMPLE):
+        answers = record["answers"]
+        yield Question(
+            line_number=line_number,
+            question=str(record["question"]),
+            context=str(record["context"]),
+            answer_texts=[str(text) for text in answers["text"]],
+            answer_starts=[int(start) for start in answers["answer_start"]],
+        )
 
 
 def window_stride(spec: RunSpec) -> int:

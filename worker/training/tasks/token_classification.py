@@ -12,7 +12,9 @@ from torch import nn
 from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from models.bio_tags import OUTSIDE_TAG
+from models.tasks.jsonl_records import iter_jsonl_records
 from models.tasks.text_classification import DataFormat
+from models.tasks.token_classification import JSONL_EXAMPLE
 from worker.training.examples import IGNORED_LABEL, TokenisedExamples, from_lists
 from worker.training.run_spec import DataFile, RunSpec
 from worker.training.speedups.model_pool import Template, TemplateKey
@@ -32,18 +34,13 @@ NO_WORD = -1  # the word id kept for a special token
 
 
 def iter_tagged_sentences(data_file: DataFile) -> Iterator[tuple[int, list[str], list[str]]]:
-    """(line number, words, tags) of each record of a JSONL file `{"tokens": [...], "ner_tags": [...]}`.
-
-    Blank lines are skipped. Raises ValueError for a file that is not JSONL.
+    """(line number, words, tags) of each record of a JSONL file `{"tokens": [...], "ner_tags": [...]}`, read
+    as validation reads it. Raises ValueError for a file that is not JSONL.
     """
     if data_file.data_format is not DataFormat.jsonl:
         raise ValueError(f"token-classification reads JSONL files, not {data_file.data_format.value}")
-    with data_file.path.open(encoding="utf-8-sig") as lines:  # a byte order mark before line 1 is no record
-        for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            yield line_number, [str(word) for word in record["tokens"]], [str(tag) for tag in record["ner_tags"]]
+    for line_number, record in iter_jsonl_records(data_file.path, example=JSONL_EXAMPLE):
+        yield line_number, [str(word) for word in record["tokens"]], [str(tag) for tag in record["ner_tags"]]
 
 
 def read_gold_tags(data_file: DataFile) -> list[list[str]]:
