@@ -68,7 +68,7 @@ def test_minilm_fine_tuned_through_redis_and_postgresql_beats_chance(
 
         job = wait_for(finished, timeout=420, interval=1.0, what="the MiniLM job to finish")
     assert job["status"] == "succeeded", (job, (tmp_path / "worker.log").read_text(errors="replace")[-3000:])
-    assert job["strategy"] == {"type": "partial", "trainable_layers": 2, "layer_decay": None}
+    assert job["strategy"] == {"type": "partial", "trainable_layers": 2, "regularization": None}
     assert job["trainable_parameters"] < job["total_parameters"]
 
     weights = api.get(f"/v1/fine_tuning/jobs/{job_id}/weights", headers=headers)
