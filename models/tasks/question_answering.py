@@ -30,7 +30,16 @@ class QuestionAnsweringFormat:
 
     task: Task = Task.question_answering
     # The engine's SQuAD v2.0 scores, main first: over all questions, then over those with and without an answer.
-    metrics: tuple[str, ...] = ("f1", "exact", "has_answer_f1", "has_answer_exact", "no_answer_f1", "no_answer_exact")
+    metrics: tuple[str, ...] = (
+        "f1",
+        "exact",
+        "has_answer_f1",
+        "has_answer_exact",
+        "no_answer_f1",
+        "no_answer_exact",
+        "best_f1",
+        "best_exact",
+    )
     record_fields: frozenset[str] = frozenset({QUESTION_FIELD, CONTEXT_FIELD})
 
     def summarize(self, path: Path, data_format: DataFormat, limits: DataLimits) -> dict[str, Any]:

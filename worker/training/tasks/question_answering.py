@@ -22,7 +22,7 @@ from worker.training.speedups.model_pool import Template, TemplateKey
 from worker.training.tasks.answer_spans import MAX_ANSWER_TOKENS, BestSpans
 from worker.training.tasks.answer_windows import ContextOffsets, GoldAnswer, make_windows
 from worker.training.tasks.protocol import Batch, Examples
-from worker.training.tasks.squad_scoring import score_predictions
+from worker.training.tasks.squad_scoring import find_best_thresholds, score_predictions
 from worker.training.tasks.task_heads import load_with_new_head, template_key
 
 DOC_STRIDE = 128  # Hugging Face's run_qa default, with its max_length of 384
@@ -119,10 +119,19 @@ class AnswerEvaluator:
         )
 
     def compute(self) -> dict[str, float]:
-        """exact, f1, and has_answer_/no_answer_ exact and f1 when such questions exist, in percent."""
-        predictions = {key: answer.text for key, answer in self.spans.answers().items()}
+        """exact, f1, and has_answer_/no_answer_ exact and f1 when such questions exist, in percent; and the
+        official script's best_exact and best_f1: the scores at the no-answer threshold that suits this file
+        best, which tell a model that can find answers but abstains too often from one that cannot."""
+        answers = self.spans.answers()
+        predictions = {key: answer.text for key, answer in answers.items()}
         report = score_predictions(self.gold_answers, predictions)
-        return {name: value for name, value in report.items() if not name.endswith("total")}
+        best = find_best_thresholds(
+            self.gold_answers,
+            {key: answer.span_text for key, answer in answers.items()},
+            {key: answer.null_score_diff for key, answer in answers.items()},
+        )
+        scores = {name: value for name, value in report.items() if not name.endswith("total")}
+        return scores | {"best_exact": best["best_exact"], "best_f1": best["best_f1"]}
 
 
 class QuestionAnswering:

@@ -34,13 +34,22 @@ from worker.training.tasks.answer_spans import BestSpans
 from worker.training.tasks.answer_windows import make_windows
 from worker.training.tasks.question_answering import QuestionAnswering, iter_questions, window_stride
 from worker.training.tasks.registry import engine_task
-from worker.training.tasks.squad_scoring import score_predictions
+from worker.training.tasks.squad_scoring import find_best_thresholds, score_predictions
 
 CPU = torch.device("cpu")
 QUESTION = "is it in this"
 FILLER = [word for word in WORDS if word != "fun"]
 ALL_STRATEGIES = [StrategyType.feature_extraction, StrategyType.partial, StrategyType.full, StrategyType.layerwise_lr]
-METRICS = {"exact", "f1", "has_answer_exact", "has_answer_f1", "no_answer_exact", "no_answer_f1"}
+METRICS = {
+    "exact",
+    "f1",
+    "has_answer_exact",
+    "has_answer_f1",
+    "no_answer_exact",
+    "no_answer_f1",
+    "best_exact",
+    "best_f1",
+}
 MakeConfig = Callable[..., RunSpec]
 
 
@@ -235,9 +244,16 @@ def expected_scores(
             cls_index=windows.cls_indices[window],
         )
         start = end
-    predictions = {key: answer.text for key, answer in spans.answers().items()}
-    report = score_predictions(dict(zip(keys, [q.answer_texts for q in questions], strict=True)), predictions)
-    return {name: value for name, value in report.items() if not name.endswith("total")}
+    answers = spans.answers()
+    gold = dict(zip(keys, [q.answer_texts for q in questions], strict=True))
+    report = score_predictions(gold, {key: answer.text for key, answer in answers.items()})
+    best = find_best_thresholds(
+        gold,
+        {key: answer.span_text for key, answer in answers.items()},
+        {key: answer.null_score_diff for key, answer in answers.items()},
+    )
+    scores = {name: value for name, value in report.items() if not name.endswith("total")}
+    return scores | {"best_exact": best["best_exact"], "best_f1": best["best_f1"]}
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
