@@ -17,9 +17,12 @@ def test_objects_alive_at_the_start_are_frozen_for_the_block_and_released_after(
 def test_a_block_inside_another_leaves_the_freeze_to_the_outer_one() -> None:
     with long_lived_objects_frozen():
         frozen = gc.get_freeze_count()
+        made_since = [[index] for index in range(1000)]  # a second freeze would take these 1,000 lists in
         with long_lived_objects_frozen():
             pass
-        assert gc.get_freeze_count() == frozen
+        # Frozen objects that other threads let go of leave the count; nothing joins it.
+        assert frozen - 100 < gc.get_freeze_count() <= frozen
+        assert len(made_since) == 1000
     assert gc.get_freeze_count() == 0
 
 
