@@ -15,6 +15,7 @@ from models.services import tenants
 from models.settings import Settings
 from models.storage.blobs import ArtifactStore
 from models.storage.database import session_factory
+from models.tasks.text_classification import DataLimits
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -50,6 +51,14 @@ def get_store(settings: SettingsDep) -> ArtifactStore:
 
 
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
+
+
+def get_data_limits(settings: SettingsDep) -> DataLimits:
+    """The bounds every uploaded or trained-on file's labels keep (Settings.max_label_chars, max_labels)."""
+    return DataLimits(max_label_chars=settings.max_label_chars, max_labels=settings.max_labels)
+
+
+DataLimitsDep = Annotated[DataLimits, Depends(get_data_limits)]
 
 
 MISSING_KEY_MESSAGE = "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."

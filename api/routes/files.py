@@ -8,13 +8,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
+from api.deps import DataLimitsDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from api.ranges import DOWNLOAD_RESPONSES, file_download
 from api.routing import SessionReleasingRoute
 from api.uploads import check_declared_size, receive_upload
 from models.services import files, quotas
 from models.services.quotas import UploadCap
-from models.tasks.text_classification import DataLimits
 from models.wire.common import MAX_LIST_LIMIT, ErrorResponse, ListPage, UserText
 from models.wire.files import FileDeleted, FileRead
 
@@ -71,9 +70,9 @@ async def upload_file(
     store: StoreDep,
     settings: SettingsDep,
     cap: Annotated[UploadCap, Depends(get_upload_cap)],
+    limits: DataLimitsDep,
 ) -> FileRead:
     upload = await receive_upload(request, store, cap)
-    limits = DataLimits(max_label_chars=settings.max_label_chars, max_labels=settings.max_labels)
 
     def _register() -> FileRead:
         try:

@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.background import BackgroundTask
 
-from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep, get_bearer_key
+from api.deps import DataLimitsDep, SessionDep, SettingsDep, StoreDep, TenantDep, get_bearer_key
 from api.ranges import DOWNLOAD_RESPONSES, file_download
 from api.routing import SessionReleasingRoute
 from models.errors import InvalidRequest, ServiceUnavailable
@@ -21,7 +21,6 @@ from models.services.dispatch import Dispatched, IfBrokerDown
 from models.settings import Settings
 from models.storage.database import run_read, session_scope
 from models.storage.read_pool import AsyncReadPool
-from models.tasks.text_classification import DataLimits
 from models.unicode_text import unstorable_text_fault
 from models.wire.checkpoints import CheckpointRead
 from models.wire.common import MAX_LIST_LIMIT, ErrorResponse, ListPage, UserText
@@ -71,7 +70,12 @@ AT_CONTROL_LIMIT: dict[str, Any] = {
     },
 )
 def create_fine_tuning_job(
-    spec: JobCreate, tenant_id: TenantDep, session: SessionDep, settings: SettingsDep, store: StoreDep
+    spec: JobCreate,
+    tenant_id: TenantDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    limits: DataLimitsDep,
 ) -> JobRead:
     job = jobs.create_job(
         session,
@@ -79,7 +83,7 @@ def create_fine_tuning_job(
         spec,
         quotas=quotas.quotas_of(session, tenant_id, settings),
         store=store,
-        limits=DataLimits(max_label_chars=settings.max_label_chars, max_labels=settings.max_labels),
+        limits=limits,
     )
     # Read back before the commit: once the job exists, a database hiccup must not turn into a
     # retryable error, or the client's retry would create (and train) a second job.

@@ -28,8 +28,6 @@ from models.tasks.text_classification import DataFormat, DataLimits
 from models.wire.files import FilePurpose, FileStatus
 from models.wire.jobs import JobCreate
 
-MIN_CLASSES = 2
-
 
 def create_job(
     session: Session,

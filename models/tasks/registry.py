@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from models.errors import InvalidFile
+from models.tasks.jsonl_records import iter_jsonl_records
 from models.tasks.names import Task
 from models.tasks.protocol import TaskFormat
 from models.tasks.question_answering import QuestionAnsweringFormat
-from models.tasks.text_classification import MAX_RECORD_BYTES, DataFormat, DataLimits, TextClassificationFormat
+from models.tasks.text_classification import DataFormat, DataLimits, TextClassificationFormat
 from models.tasks.token_classification import TokenClassificationFormat
 
 TASK_FORMATS: dict[Task, TaskFormat] = {
@@ -38,19 +38,12 @@ def intended_tasks(path: Path, data_format: DataFormat) -> list[Task]:
 
 
 def _first_record_keys(path: Path) -> frozenset[str]:
-    with path.open("rb") as handle:
-        for raw in handle:
-            line = raw.strip().removeprefix(b"\xef\xbb\xbf")
-            if not line:
-                continue
-            if len(line) > MAX_RECORD_BYTES:
-                return frozenset()
-            try:
-                record = json.loads(line)
-            except ValueError:
-                return frozenset()
-            return frozenset(record) if isinstance(record, dict) else frozenset()
-    return frozenset()
+    """The keys of the file's first record, read as validation reads it; none when it is no JSON object."""
+    try:
+        _, record = next(iter_jsonl_records(path, example=""))
+    except (InvalidFile, StopIteration):
+        return frozenset()  # the fallback task's validator names the fault
+    return frozenset(record)
 
 
 def summarize_upload(path: Path, data_format: DataFormat, limits: DataLimits) -> dict[str, dict[str, Any]]:
