@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from models.checkpoint_kinds import CheckpointKind
 from models.hyperparameters import ResolvedHyperparameters
 from models.storage.blob_keys import checkpoint_key_pattern
 from models.strategies.names import StrategyType
@@ -47,6 +48,34 @@ class RecordingReporter:
         )
 
     def message(self, text: str, data: dict[str, Any] | None = None) -> None: ...
+
+
+class Killed(Exception):
+    """Stands in for the process dying right after a checkpoint was published."""
+
+
+class DiesAfterCheckpointAtStep(RecordingReporter):
+    """A reporter whose process "dies" (raises Killed) once the checkpoint at `step` is published."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__()
+        self.dies_at = step
+
+    def checkpoint_saved(
+        self,
+        *,
+        step: int,
+        epoch: int,
+        metrics: dict[str, float],
+        blob_key: str,
+        kind: CheckpointKind,
+        size_bytes: int,
+    ) -> None:
+        super().checkpoint_saved(
+            step=step, epoch=epoch, metrics=metrics, blob_key=blob_key, kind=kind, size_bytes=size_bytes
+        )
+        if step == self.dies_at:
+            raise Killed
 
 
 def sentiment_rows(count: int) -> list[dict[str, object]]:

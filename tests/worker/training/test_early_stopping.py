@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from models.hyperparameters import EarlyStopping
 from models.storage.blobs import ArtifactStore
 from models.strategies.names import StrategyType
-from tests.worker.training.conftest import RecordingReporter
+from tests.worker.training.conftest import Killed, RecordingReporter
 from worker.training.checkpoints import load_trainable_weights
 from worker.training.early_stopping import BestEpochTracker
 from worker.training.export import extract_model_archive
@@ -91,10 +91,6 @@ def test_without_a_setback_the_last_epoch_is_the_best_and_is_what_is_delivered(
     assert recipe.best_epoch is not None and recipe.best_epoch.epoch == 3
 
 
-class _Killed(Exception):
-    pass
-
-
 @pytest.mark.parametrize("dies_after_epoch", [2, 3])
 def test_a_resumed_run_remembers_the_best_epoch_and_its_patience(
     make_config: Any, tmp_path: Path, dies_after_epoch: int
@@ -106,13 +102,13 @@ def test_a_resumed_run_remembers_the_best_epoch_and_its_patience(
         def checkpoint_saved(self, **details: Any) -> None:
             super().checkpoint_saved(**details)
             if details["epoch"] == dies_after_epoch:
-                raise _Killed
+                raise Killed
 
     dying = DiesAfterEpoch()
     first = FineTuningRecipe(config, store, dying)
     first.setup()
     scripted_accuracy(first, [0.6, 0.9, 0.7, 0.8])
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         first.train()
     resumed_reporter = RecordingReporter()
     resumed = FineTuningRecipe(config, store, resumed_reporter)

@@ -11,7 +11,7 @@ from transformers import AutoModelForSequenceClassification, pipeline
 
 from models.storage.blobs import ArtifactStore
 from models.strategies.names import StrategyType
-from tests.worker.training.conftest import RecordingReporter
+from tests.worker.training.conftest import DiesAfterCheckpointAtStep, Killed, RecordingReporter
 from worker.training.anatomy import UnsplittableArchitecture
 from worker.training.checkpoints import (
     COMPLETE_MARKER,
@@ -108,10 +108,6 @@ def test_a_diverging_run_fails_with_advice(make_config: Any, tmp_path: Path) -> 
     assert "learning_rate_multiplier" in caught.value.message
 
 
-class _Killed(Exception):
-    """Stands in for the process dying right after a checkpoint was published."""
-
-
 class _DiesAfterFirstCheckpoint(RecordingReporter):
     def checkpoint_saved(
         self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str, size_bytes: int
@@ -119,7 +115,7 @@ class _DiesAfterFirstCheckpoint(RecordingReporter):
         super().checkpoint_saved(
             step=step, epoch=epoch, metrics=metrics, blob_key=blob_key, kind=kind, size_bytes=size_bytes
         )
-        raise _Killed
+        raise Killed
 
 
 @pytest.mark.parametrize("kind", [StrategyType.full, StrategyType.partial])
@@ -133,7 +129,7 @@ def test_a_resumed_run_continues_exactly_where_the_checkpoint_left_off(
     dying = _DiesAfterFirstCheckpoint()
     first = FineTuningRecipe(config, store, dying)
     first.setup()
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         first.train()
     [checkpoint] = dying.checkpoints
 
@@ -165,21 +161,6 @@ def test_resume_refuses_a_half_written_checkpoint(make_config: Any, tmp_path: Pa
         recipe.resume(folder)
 
 
-class _DiesAfterCheckpointAtStep(RecordingReporter):
-    def __init__(self, step: int) -> None:
-        super().__init__()
-        self.dies_at = step
-
-    def checkpoint_saved(
-        self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str, size_bytes: int
-    ) -> None:
-        super().checkpoint_saved(
-            step=step, epoch=epoch, metrics=metrics, blob_key=blob_key, kind=kind, size_bytes=size_bytes
-        )
-        if step == self.dies_at:
-            raise _Killed
-
-
 def assert_resumed_run_matches(
     reference: RecordingReporter, uninterrupted: FineTuningRecipe, resumed: RecordingReporter, recipe: FineTuningRecipe
 ) -> None:
@@ -203,11 +184,11 @@ def test_interval_checkpoints_are_taken_mid_epoch_and_resume_at_the_exact_batch(
     uninterrupted, reference = run_recipe(config, tmp_path / "reference")
 
     store = ArtifactStore(tmp_path / "interrupted")
-    dying = _DiesAfterCheckpointAtStep(5)
+    dying = DiesAfterCheckpointAtStep(5)
     every_step = RunControl(checkpoint_interval_seconds=1e-9)
     first = FineTuningRecipe(config, store, dying, every_step)
     first.setup()
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         first.train()
     assert [(c["step"], c["kind"]) for c in dying.checkpoints] == [(step, "interval") for step in range(1, 6)]
 

@@ -12,7 +12,7 @@ from transformers import AutoModelForSequenceClassification
 from models.storage.blobs import ArtifactStore
 from models.strategies.names import StrategyType
 from models.strategies.specs import resolved_strategy
-from tests.worker.training.conftest import RecordingReporter
+from tests.worker.training.conftest import DiesAfterCheckpointAtStep, Killed, RecordingReporter
 from worker.training.anatomy import find_anatomy
 from worker.training.recipe import FineTuningRecipe, RunControl
 from worker.training.strategies.protocol import NetworkLayout
@@ -83,21 +83,6 @@ def test_a_frozen_layer_does_not_move_until_its_epoch_comes(make_config: Any, tm
     assert moved >= HEAD
 
 
-class _Killed(Exception):
-    pass
-
-
-class _DiesAfterCheckpoint(RecordingReporter):
-    def __init__(self, at_step: int) -> None:
-        super().__init__()
-        self.at_step = at_step
-
-    def checkpoint_saved(self, **details: Any) -> None:
-        super().checkpoint_saved(**details)
-        if details["step"] == self.at_step:
-            raise _Killed
-
-
 @pytest.mark.parametrize("dies_at_step", [8, 12])  # an epoch end, and mid-epoch 2
 def test_a_run_resumed_mid_schedule_trains_what_the_schedule_says_and_reproduces_the_losses(
     make_config: Any, tmp_path: Path, dies_at_step: int
@@ -110,10 +95,10 @@ def test_a_run_resumed_mid_schedule_trains_what_the_schedule_says_and_reproduces
     reference.train()
 
     store = ArtifactStore(tmp_path / "interrupted")
-    dying = _DiesAfterCheckpoint(dies_at_step)
+    dying = DiesAfterCheckpointAtStep(dies_at_step)
     first = FineTuningRecipe(config, store, dying, RunControl(checkpoint_interval_seconds=1e-9))
     first.setup()
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         first.train()
     resumed_reporter = RecordingReporter()
     resumed = FineTuningRecipe(config, store, resumed_reporter)

@@ -20,7 +20,7 @@ from models.tasks.names import Task
 from models.tasks.text_classification import DataFormat
 from tests.conftest import REPO_ROOT, sample_rows, write_jsonl
 from tests.tiny_models import WORDS
-from tests.worker.training.conftest import RecordingReporter
+from tests.worker.training.conftest import DiesAfterCheckpointAtStep, Killed, RecordingReporter
 from worker.training.examples import TokenisedExamples
 from worker.training.export import extract_model_archive
 from worker.training.recipe import FineTuningRecipe, RunControl
@@ -414,35 +414,16 @@ def test_windows_read_back_from_the_cache_score_as_those_just_cut(qa_config: Mak
     )
 
 
-class _Killed(Exception):
-    """Stands in for the process dying right after a checkpoint was published."""
-
-
-class _DiesAfterCheckpointAtStep(RecordingReporter):
-    def __init__(self, step: int) -> None:
-        super().__init__()
-        self.dies_at = step
-
-    def checkpoint_saved(
-        self, *, step: int, epoch: int, metrics: dict[str, float], blob_key: str, kind: str, size_bytes: int
-    ) -> None:
-        super().checkpoint_saved(
-            step=step, epoch=epoch, metrics=metrics, blob_key=blob_key, kind=kind, size_bytes=size_bytes
-        )
-        if step == self.dies_at:
-            raise _Killed
-
-
 def test_a_run_resumed_from_a_mid_epoch_checkpoint_reproduces_the_losses(qa_config: MakeConfig, tmp_path: Path) -> None:
     config = qa_config(StrategyType.full, epochs=2)
     reference_reporter = RecordingReporter()
     reference = run_recipe(config, tmp_path / "reference", reference_reporter)
 
     store = ArtifactStore(tmp_path / "interrupted")
-    dying = _DiesAfterCheckpointAtStep(3)
+    dying = DiesAfterCheckpointAtStep(3)
     first = FineTuningRecipe(config, store, dying, RunControl(checkpoint_interval_seconds=1e-9))
     first.setup()
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         first.train()
     assert [(c["step"], c["kind"]) for c in dying.checkpoints] == [(1, "interval"), (2, "interval"), (3, "interval")]
 
