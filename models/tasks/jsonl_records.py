@@ -1,4 +1,4 @@
-"""The JSON objects of a JSONL data file, streamed line by line, every malformed line named by its number."""
+"""The lines of a data file and the JSON objects of a JSONL one, streamed, every malformed line named by its number."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any, BinaryIO, NamedTuple
 from pydantic_core import from_json
 
 from models.errors import InvalidFile
-from models.tasks.text_classification import MAX_RECORD_BYTES
 from models.unicode_text import unpaired_surrogate
+
+MAX_RECORD_BYTES = 1024 * 1024  # one JSONL line or CSV row; a longer one is almost surely not text
 
 
 class LongInteger(NamedTuple):
@@ -39,40 +40,49 @@ def iter_jsonl_records(path: Path, *, example: str) -> Iterator[tuple[int, dict[
     is skipped, blank lines at the end are ignored, and an integer too long for int() is yielded as
     a LongInteger. It does not judge the strings inside an object: see `surrogate_fault`.
     """
-    layout = one_object_per_line(example)
-    found_record = False
     with path.open("rb") as handle:
-        first_blank_line: int | None = None
-        for line_number, line in _iter_decoded_lines(handle):
-            text = line.strip()
-            if not text:
-                first_blank_line = first_blank_line or line_number
-                continue
-            if first_blank_line is not None:
-                raise InvalidFile(
-                    f"line {first_blank_line}: blank line; {layout}, with no blank lines between records",
-                    param="file",
-                )
-            if line_number == 1 and text.startswith("["):
-                raise InvalidFile(
-                    f"line 1: this looks like a JSON array; {layout}. Write each record on a line of its own, "
-                    "without the enclosing [ ] and commas",
-                    param="file",
-                )
-            try:
-                # pydantic's Rust parser reads a line about 4× faster than json.loads and accepts nothing
-                # json.loads refuses; what it refuses (a lone surrogate escape, an integer of thousands of
-                # digits) goes to json.loads, which either accepts it too or names the fault.
-                value = from_json(text, cache_strings=True)
-            except ValueError:
-                value = _parse_json_line(text, line_number, layout, example)
-            if not isinstance(value, dict):
-                raise InvalidFile(
-                    f"line {line_number}: holds {json_kind(value)}, not a JSON object; {layout}", param="file"
-                )
-            found_record = True
-            yield line_number, value
-    if not found_record:
+        yield from iter_jsonl_objects(PhysicalLines(handle), example=example)
+
+
+def iter_jsonl_objects(lines: PhysicalLines, *, example: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """`iter_jsonl_records` over lines already open, perhaps partway through the file (a batch reader's fallback).
+
+    A file with no records is an error only when reading starts at line 1.
+    """
+    layout = one_object_per_line(example)
+    starts_the_file = lines.line_number == 0
+    found_record = False
+    first_blank_line: int | None = None
+    for line in lines:
+        line_number = lines.line_number
+        text = line.strip()
+        if not text:
+            first_blank_line = first_blank_line or line_number
+            continue
+        if first_blank_line is not None:
+            raise InvalidFile(
+                f"line {first_blank_line}: blank line; {layout}, with no blank lines between records", param="file"
+            )
+        if line_number == 1 and text.startswith("["):
+            raise InvalidFile(
+                f"line 1: this looks like a JSON array; {layout}. Write each record on a line of its own, "
+                "without the enclosing [ ] and commas",
+                param="file",
+            )
+        try:
+            # pydantic's Rust parser reads a line about 4× faster than json.loads and accepts nothing
+            # json.loads refuses; what it refuses (a lone surrogate escape, an integer of thousands of
+            # digits) goes to json.loads, which either accepts it too or names the fault.
+            value = from_json(text, cache_strings=True)
+        except ValueError:
+            value = _parse_json_line(text, line_number, layout, example)
+        if not isinstance(value, dict):
+            raise InvalidFile(
+                f"line {line_number}: holds {json_kind(value)}, not a JSON object; {layout}", param="file"
+            )
+        found_record = True
+        yield line_number, value
+    if starts_the_file and not found_record:
         raise InvalidFile(f"file holds no records; {layout}", param="file")
 
 
@@ -106,22 +116,36 @@ def surrogate_fault(text: str) -> str | None:
     )
 
 
-def _iter_decoded_lines(handle: BinaryIO) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each physical line, decoded one by one so that an error names its line."""
-    line_number = 0
-    while raw := handle.readline(MAX_RECORD_BYTES + 3):  # the record, "\r\n", and one byte too many
-        line_number += 1
-        if len(raw.rstrip(b"\r\n")) > MAX_RECORD_BYTES:
-            raise InvalidFile(
-                f"line {line_number}: longer than {MAX_RECORD_BYTES} bytes, the most one record may hold",
-                param="file",
-            )
-        try:
-            yield line_number, raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
-        except UnicodeDecodeError:
-            raise InvalidFile(
-                f"line {line_number}: not valid UTF-8; save the file with UTF-8 encoding", param="file"
-            ) from None
+class PhysicalLines:
+    """The lines of an open data file, decoded one by one so that an error names its line; none longer than the cap.
+
+    `line_number` is the last line read (`lines_before` before the first); `bytes_since_mark`
+    counts the bytes read since `mark()`, for a reader whose records span lines (CSV's quoted fields).
+    """
+
+    def __init__(self, handle: BinaryIO, lines_before: int = 0) -> None:
+        self._handle = handle
+        self.line_number = lines_before
+        self.bytes_since_mark = 0
+
+    def __iter__(self) -> Iterator[str]:
+        while raw := self._handle.readline(MAX_RECORD_BYTES + 3):  # the record, "\r\n", and one byte too many
+            self.line_number += 1
+            self.bytes_since_mark += len(raw)
+            if len(raw.rstrip(b"\r\n")) > MAX_RECORD_BYTES:
+                raise InvalidFile(
+                    f"line {self.line_number}: longer than {MAX_RECORD_BYTES} bytes, the most one record may hold",
+                    param="file",
+                )
+            try:
+                yield raw.decode("utf-8-sig" if self.line_number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise InvalidFile(
+                    f"line {self.line_number}: not valid UTF-8; save the file with UTF-8 encoding", param="file"
+                ) from None
+
+    def mark(self) -> None:
+        self.bytes_since_mark = 0
 
 
 def _parse_integer(literal: str) -> int | LongInteger:

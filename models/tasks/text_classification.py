@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -14,18 +13,24 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 import msgspec
-from pydantic_core import from_json
 
 from models.errors import InvalidFile, InvalidRequest
 from models.strategies.common import StrategyDefaults
 from models.strategies.names import StrategyType
+from models.tasks.jsonl_records import (
+    MAX_RECORD_BYTES,
+    LongInteger,
+    PhysicalLines,
+    iter_jsonl_objects,
+    json_kind,
+    one_object_per_line,
+)
 from models.tasks.names import Task
 from models.unicode_text import unpaired_surrogate
 
-MAX_RECORD_BYTES = 1024 * 1024  # one JSONL line or CSV row; a longer one is almost surely not text
 TEXT_FIELD, PAIR_FIELD, LABEL_FIELD = "text", "text_pair", "label"
 JSONL_EXAMPLE = '{"text": "a fine film", "label": "positive"}'
-ONE_OBJECT_PER_LINE = f"a JSONL file holds one JSON object per line, such as {JSONL_EXAMPLE}"
+ONE_OBJECT_PER_LINE = one_object_per_line(JSONL_EXAMPLE)
 
 Label = str | int
 
@@ -105,7 +110,7 @@ def summarize_file(path: Path, data_format: DataFormat, limits: DataLimits | Non
         if resume_at is not None:
             offset, line_number = resume_at
             handle.seek(offset)
-            for record in _iter_jsonl(_PhysicalLines(handle, lines_before=line_number), limits):
+            for record in _iter_jsonl(PhysicalLines(handle, lines_before=line_number), limits):
                 summary.add_record(record)
     return summary.finish(data_format)
 
@@ -292,121 +297,17 @@ def iter_records(
     Raises InvalidFile naming the line; `limits` bound each label (None: a file validated already).
     """
     with path.open("rb") as handle:
-        lines = _PhysicalLines(handle)
+        lines = PhysicalLines(handle)
         yield from _iter_jsonl(lines, limits) if data_format is DataFormat.jsonl else _iter_csv(lines, limits)
 
 
-class _PhysicalLines:
-    """The file's lines, decoded one by one so that an error names its line; none longer than the cap."""
-
-    def __init__(self, handle: BinaryIO, lines_before: int = 0) -> None:
-        self._handle = handle
-        self.line_number = lines_before
-        self.bytes_since_mark = 0
-
-    def __iter__(self) -> Iterator[str]:
-        while raw := self._handle.readline(MAX_RECORD_BYTES + 3):  # the record, "\r\n", and one byte too many
-            self.line_number += 1
-            self.bytes_since_mark += len(raw)
-            if len(raw.rstrip(b"\r\n")) > MAX_RECORD_BYTES:
-                raise InvalidFile(
-                    f"line {self.line_number}: longer than {MAX_RECORD_BYTES} bytes, the most one record may hold",
-                    param="file",
-                )
-            try:
-                yield raw.decode("utf-8-sig" if self.line_number == 1 else "utf-8")
-            except UnicodeDecodeError:
-                raise InvalidFile(
-                    f"line {self.line_number}: not valid UTF-8; save the file with UTF-8 encoding", param="file"
-                ) from None
-
-    def mark(self) -> None:
-        self.bytes_since_mark = 0
-
-
-def _iter_jsonl(lines: _PhysicalLines, limits: DataLimits | None) -> Iterator[ClassificationRecord]:
-    """The records of JSONL lines. Blank lines (whitespace alone) at the end of the file are ignored,
-    however many; one followed by a record is an error naming the first of them."""
-    first_blank_line: int | None = None
-    for line in lines:
-        line_number = lines.line_number
-        text = line.strip()
-        if not text:
-            first_blank_line = first_blank_line or line_number
-            continue
-        if first_blank_line is not None:
-            raise InvalidFile(
-                f"line {first_blank_line}: blank line; {ONE_OBJECT_PER_LINE}, with no blank lines between records",
-                param="file",
-            )
-        if line_number == 1 and text.startswith("["):
-            raise InvalidFile(
-                f"line 1: this looks like a JSON array; {ONE_OBJECT_PER_LINE}. Write each record on a line of its "
-                "own, without the enclosing [ ] and commas",
-                param="file",
-            )
-        try:
-            # pydantic's Rust parser reads a short record about 4× faster than json.loads. It accepts
-            # nothing that json.loads refuses; what it refuses (a lone surrogate escape, an integer of
-            # thousands of digits) goes to json.loads, which either accepts it too or names the fault.
-            value = from_json(text, cache_strings=True)
-        except ValueError:
-            value = _parse_json_line(text, line_number)
-        if not isinstance(value, dict):
-            raise InvalidFile(
-                f"line {line_number}: holds {_json_kind(value)}, not a JSON object; {ONE_OBJECT_PER_LINE}",
-                param="file",
-            )
+def _iter_jsonl(lines: PhysicalLines, limits: DataLimits | None) -> Iterator[ClassificationRecord]:
+    """The records of JSONL lines; `iter_jsonl_objects` names every malformed line."""
+    for line_number, value in iter_jsonl_objects(lines, example=JSONL_EXAMPLE):
         yield _record_from_mapping(value, line_number, limits)
 
 
-class _LongInteger(NamedTuple):
-    """An integer too long for int() (Python's int_max_str_digits): its length, for the message."""
-
-    digits: int
-
-
-def _parse_integer(literal: str) -> int | _LongInteger:
-    """json.loads's integers; one past Python's conversion limit is kept as its length, not an error,
-    so a field that is not kept may hold it and a label holding it is named with its length."""
-    digits = len(literal.lstrip("-"))
-    max_digits = sys.get_int_max_str_digits()
-    return _LongInteger(digits) if max_digits and digits > max_digits else int(literal)
-
-
-def _parse_json_line(text: str, line_number: int) -> Any:
-    """json.loads, with every way it can fail turned into InvalidFile naming the line."""
-    try:
-        return json.loads(text, parse_int=_parse_integer)
-    except json.JSONDecodeError as error:
-        raise InvalidFile(
-            f"line {line_number}: invalid JSON ({error.msg} at column {error.colno}); {ONE_OBJECT_PER_LINE}, "
-            "complete on its line",
-            param="file",
-        ) from None
-    except RecursionError:
-        raise InvalidFile(
-            f"line {line_number}: JSON nested too deeply; a record is a flat object such as {JSONL_EXAMPLE}",
-            param="file",
-        ) from None
-
-
-def _json_kind(value: Any) -> str:
-    """What a decoded JSON value is, in words."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, _LongInteger)):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number with a fraction"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
-
-
-def _iter_csv(lines: _PhysicalLines, limits: DataLimits | None) -> Iterator[ClassificationRecord]:
+def _iter_csv(lines: PhysicalLines, limits: DataLimits | None) -> Iterator[ClassificationRecord]:
     """The records of a CSV file under its header line. Blank rows at the end are ignored, however
     many; one followed by a record is an error naming the first of them."""
     csv.field_size_limit(MAX_RECORD_BYTES)
@@ -497,7 +398,7 @@ def _record_from_mapping(value: dict[str, Any], line_number: int, limits: DataLi
     if LABEL_FIELD not in value:
         raise InvalidFile(f"line {line_number}: missing '{LABEL_FIELD}'", param="file")
     label = value[LABEL_FIELD]
-    if isinstance(label, _LongInteger):
+    if isinstance(label, LongInteger):
         max_digits = limits.max_label_chars if limits is not None else sys.get_int_max_str_digits()
         raise InvalidFile(
             f"line {line_number}: '{LABEL_FIELD}' is an integer of {label.digits} digits; labels must be strings "
@@ -506,7 +407,7 @@ def _record_from_mapping(value: dict[str, Any], line_number: int, limits: DataLi
         )
     if isinstance(label, bool) or not isinstance(label, (str, int)):
         raise InvalidFile(
-            f"line {line_number}: '{LABEL_FIELD}' must be a string or an integer, not {_json_kind(label)}",
+            f"line {line_number}: '{LABEL_FIELD}' must be a string or an integer, not {json_kind(label)}",
             param="file",
         )
     if isinstance(label, str) and not label.strip():

@@ -7,13 +7,13 @@ import pytest
 
 from models.errors import InvalidFile
 from models.tasks.jsonl_records import (
+    MAX_RECORD_BYTES,
     LongInteger,
     iter_jsonl_records,
     json_kind,
     one_object_per_line,
     surrogate_fault,
 )
-from models.tasks.text_classification import MAX_RECORD_BYTES
 
 EXAMPLE = '{"a": 1}'
 LAYOUT = 'a JSONL file holds one JSON object per line, such as {"a": 1}'

@@ -360,7 +360,7 @@ def test_nesting_too_deep_for_the_batch_decoder_is_named_by_line(tmp_path: Path)
     lines = jsonl_lines(60_000)
     lines[30_000] = b'{"text": "fine", "label": "neg", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}\n"
     assert error_of(write(tmp_path, b"".join(lines))) == (
-        f"line 30001: JSON nested too deeply; a record is a flat object such as {JSONL_EXAMPLE}"
+        f"line 30001: JSON nested too deeply; a record is an object such as {JSONL_EXAMPLE}"
     )
 
 
