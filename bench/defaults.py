@@ -83,7 +83,8 @@ def run_one(
     settings: dict[str, Any],
     store: Path,
     epochs: int | None = None,
-    max_length: int = 128,
+    max_length: int | None = None,
+    batch_size: int = 32,
 ) -> dict[str, Any]:
     defaults = task_format(task).defaults(strategy) or SPEC_CLASSES[strategy].defaults
     config = RunSpec(
@@ -98,11 +99,11 @@ def run_one(
         ),
         hyperparameters=ResolvedHyperparameters(
             n_epochs=epochs or defaults.n_epochs,
-            batch_size=32,
+            batch_size=batch_size,
             learning_rate_multiplier=1.0,
             learning_rate=learning_rate,
             warmup_ratio=defaults.warmup_ratio,
-            max_length=max_length,
+            max_length=max_length or defaults.max_length,
             weight_decay=defaults.weight_decay,
         ),
         training_file=DataFile(training, DataFormat.jsonl, ""),
@@ -126,17 +127,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--task", default=Task.text_classification.value, choices=[task.value for task in Task])
     parser.add_argument("--dataset", default="sst2")
-    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--max-length", type=int, help="replace the task's default (128 tokens; QA 384)")
     parser.add_argument("--train-rows", type=int, default=2000)
     parser.add_argument("--strategies", nargs="*", default=[s.value for s in SWEEP])
     parser.add_argument("--learning-rates", nargs="*", type=float, help="replace each strategy's sweep")
     parser.add_argument("--epochs", type=int, help="replace each strategy's default epochs")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--also-show", nargs="*", default=[], help="more validation metrics to print per epoch")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument(
         "--defaults-only", action="store_true", help="one run per strategy, at its default learning rate and epochs"
     )
     args = parser.parse_args()
-    results = []
+    results: list[dict[str, Any]] = []
+    out = Path(__file__).parent / "results" / f"defaults-{args.dataset}{args.tag}.json"
     with tempfile.TemporaryDirectory() as scratch:
         training = sample_training_file(args.dataset, args.train_rows, Path(scratch))
         validation = SHARED_DATA / args.dataset / "validation.jsonl"
@@ -157,17 +161,30 @@ def main() -> None:
                     Path(scratch) / "store",
                     args.epochs,
                     args.max_length,
+                    args.batch_size,
                 )
                 results.append(result)
-                by_epoch = " ".join(f"{epoch[main_metric]:.4f}" for epoch in result["epochs"])
-                print(  # noqa: T201 - a benchmark's report is its output
-                    f"{strategy.value:20s} lr={learning_rate:<8g} {main_metric} by epoch: {by_epoch} "
-                    f"({result['seconds']}s)",
-                    flush=True,
-                )
-    out = Path(__file__).parent / "results" / f"defaults-{args.dataset}{args.tag}.json"
+                for metric in (main_metric, *(f"valid_{name}" for name in args.also_show)):
+                    by_epoch = " ".join(f"{epoch[metric]:.4f}" for epoch in result["epochs"])
+                    print(  # noqa: T201 - a benchmark's report is its output
+                        f"{strategy.value:20s} lr={learning_rate:<8g} {metric} by epoch: {by_epoch} "
+                        f"({result['seconds']}s)",
+                        flush=True,
+                    )
+                write_report(out, args, results)  # after every run: a long sweep's early results survive it
+    write_report(out, args, results)
+
+
+def write_report(out: Path, args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
     out.parent.mkdir(exist_ok=True)
-    report = {"task": args.task, "dataset": args.dataset, "train_rows": args.train_rows, "runs": results}
+    report = {
+        "task": args.task,
+        "dataset": args.dataset,
+        "train_rows": args.train_rows,
+        "batch_size": args.batch_size,
+        "max_length": args.max_length or "the task's default",
+        "runs": results,
+    }
     out.write_text(json.dumps(report, indent=1))
 
 

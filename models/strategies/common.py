@@ -8,6 +8,7 @@ from typing import ClassVar, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator
 
 from models.errors import InvalidRequest
+from models.hyperparameters import DEFAULT_MAX_LENGTH
 from models.strategies.names import RegularizationType
 
 Auto = Literal["auto"]
@@ -36,6 +37,7 @@ class StrategyDefaults:
     n_epochs: int
     warmup_ratio: float
     weight_decay: float
+    max_length: int = DEFAULT_MAX_LENGTH  # a task whose records run long (QA contexts) sets its own
 
 
 class StrictSpec(BaseModel):

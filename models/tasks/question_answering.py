@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 from hashlib import blake2b
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from models.errors import InvalidFile, InvalidRequest
 from models.strategies.common import StrategyDefaults
 from models.strategies.names import StrategyType
+from models.strategies.specs import SPEC_CLASSES
 from models.tasks.jsonl_records import LongInteger, iter_jsonl_records, json_kind, surrogate_fault
 from models.tasks.names import Task
 from models.tasks.text_classification import DataFormat, DataLimits
@@ -23,6 +25,7 @@ JSONL_EXAMPLE = (
     f'"answers": {ANSWERS_EXAMPLE}}}'
 )
 QUOTED_CHARS = 60  # the most of an answer or of the context a message quotes
+QA_MAX_LENGTH = 384  # a window's tokens: question, context and special tokens
 
 
 class QuestionAnsweringFormat:
@@ -106,8 +109,13 @@ class QuestionAnsweringFormat:
         return {}
 
     def defaults(self, strategy: StrategyType) -> StrategyDefaults | None:
-        """None: no defaults were measured for question answering, so every strategy's own apply."""
-        return None
+        """The strategy's own defaults, with windows of 384 tokens.
+
+        Hugging Face's run_qa pairs 384-token windows with a 128-token stride. A shorter window cuts
+        a SQuAD paragraph into several, and every window that misses the answer teaches the head to
+        point at [CLS], which pushes a small training file toward abstaining on every question.
+        """
+        return replace(SPEC_CLASSES[strategy].defaults, max_length=QA_MAX_LENGTH)
 
 
 def _read_id(record: dict[str, Any], line_number: int) -> str:

@@ -42,6 +42,18 @@ def test_a_squad_upload_makes_a_question_answering_job(client: TestClient, auth:
     response = create_job(client, auth, training_file=training, task="question-answering", strategy="partial")
     assert response.status_code == 200, response.text
     assert (response.json()["task"], response.json()["labels"]) == ("question-answering", [])
+    assert response.json()["hyperparameters"]["max_length"] == 384  # a paragraph in one window, not three
+
+
+def test_a_question_answering_job_may_still_choose_shorter_windows(
+    client: TestClient, auth: dict[str, str], minilm: str
+) -> None:
+    training = upload_file(client, auth, head_of(SHARED_DATA / "squad_v2_subset" / "train.jsonl", 40))
+    response = create_job(
+        client, auth, training_file=training, task="question-answering", hyperparameters={"max_length": 256}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["hyperparameters"]["max_length"] == 256
 
 
 def test_a_file_of_another_task_is_refused_at_job_creation_naming_the_line(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 from models.errors import InvalidFile, InvalidRequest
 from models.strategies.names import StrategyType
+from models.strategies.specs import SPEC_CLASSES
 from models.tasks import question_answering
 from models.tasks.names import Task
 from models.tasks.question_answering import JSONL_EXAMPLE, QuestionAnsweringFormat
@@ -392,5 +394,7 @@ def test_the_format_declares_its_task_metrics_and_record_fields() -> None:
     assert FORMAT.record_fields <= set(GOOD)
 
 
-def test_no_strategy_defaults_are_claimed_for_question_answering() -> None:
-    assert all(FORMAT.defaults(strategy) is None for strategy in StrategyType)
+def test_question_answering_takes_each_strategys_defaults_with_384_token_windows() -> None:
+    for strategy in StrategyType:
+        defaults = FORMAT.defaults(strategy)
+        assert defaults == replace(SPEC_CLASSES[strategy].defaults, max_length=384), strategy
