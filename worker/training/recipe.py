@@ -139,12 +139,10 @@ class FineTuningRecipe:
         hyper = self.spec.hyperparameters
         self.steps_per_epoch = math.ceil(len(self.training_examples) / hyper.batch_size)
         self.total_steps = self.steps_per_epoch * hyper.n_epochs
-        head = {id(parameter) for module in anatomy.head for parameter in module.parameters()}
         self.trainable = [parameter for group in groups for parameter in group.parameters]
         self.optimizer = self.accelerator.optimizer(
             optimizer_parameter_groups(self.network, groups, hyper.learning_rate, hyper.weight_decay),
             hyper.learning_rate,
-            head_only=all(id(parameter) in head for parameter in self.trainable),
         )
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer,
