@@ -53,7 +53,7 @@ def test_autocast_on_cpu_changes_nothing_a_matmul_stays_float32() -> None:
 
 
 @on_cpu_only
-def test_the_cpu_optimizer_is_adamw_with_the_foreach_kernel_not_the_fused_one() -> None:
+def test_the_cpu_optimizer_is_adamw_with_the_fused_kernel_and_the_strategys_groups() -> None:
     network = nn.Linear(4, 2)
     groups = [
         {"params": [network.weight], "lr": 1e-3, "weight_decay": 0.01},
@@ -61,11 +61,10 @@ def test_the_cpu_optimizer_is_adamw_with_the_foreach_kernel_not_the_fused_one() 
     ]
     optimizer = Accelerator.pick().optimizer(groups, 1e-3)
     assert type(optimizer) is torch.optim.AdamW
-    assert optimizer.defaults["foreach"] is True
-    assert not optimizer.defaults["fused"]
+    assert optimizer.defaults["fused"] is True
     assert [group["weight_decay"] for group in optimizer.param_groups] == [0.01, 0.0]
     network(torch.randn(3, 4)).sum().backward()
-    optimizer.step()  # the foreach kernel runs on CPU tensors
+    optimizer.step()  # the fused kernel runs on CPU tensors
 
 
 def test_maybe_compile_returns_the_network_itself_unless_compiling_is_asked_for() -> None:
@@ -159,20 +158,20 @@ def test_a_cuda_accelerator_without_bf16_computes_features_in_float32() -> None:
     assert accelerator.pin_memory
 
 
-def test_a_head_only_run_on_cpu_gets_the_fused_kernel_which_steps_like_foreach() -> None:
+def test_the_fused_kernel_steps_as_the_multi_tensor_one_would() -> None:
     torch.manual_seed(0)
-    heads = [nn.Linear(4, 2) for _ in range(2)]
-    heads[1].load_state_dict(heads[0].state_dict())
-    fused = Accelerator.pick().optimizer([{"params": list(heads[0].parameters())}], 1e-2, head_only=True)
-    foreach = Accelerator.pick().optimizer([{"params": list(heads[1].parameters())}], 1e-2)
-    assert fused.defaults["fused"] is True and not foreach.defaults["fused"]
+    networks = [nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)) for _ in range(2)]
+    networks[1].load_state_dict(networks[0].state_dict())
+    fused = Accelerator.pick().optimizer([{"params": list(networks[0].parameters())}], 1e-2)
+    foreach = torch.optim.AdamW(networks[1].parameters(), lr=1e-2, foreach=True)
     batch = torch.randn(3, 4)
-    for head, optimizer in zip(heads, (fused, foreach), strict=True):
+    for network, optimizer in zip(networks, (fused, foreach), strict=True):
         for _ in range(3):
-            head(batch).square().sum().backward()
+            network(batch).square().sum().backward()
             optimizer.step()
             optimizer.zero_grad()
-    torch.testing.assert_close(heads[0].weight, heads[1].weight)
+    for fused_parameter, foreach_parameter in zip(networks[0].parameters(), networks[1].parameters(), strict=True):
+        torch.testing.assert_close(fused_parameter, foreach_parameter)
 
 
 @pytest.mark.gpu
