@@ -3,7 +3,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,10 +20,15 @@ from models.tasks.names import Task
 from models.tasks.text_classification import DataFormat
 from tests.conftest import REPO_ROOT, sample_rows, write_jsonl
 from tests.tiny_models import WORDS
-from tests.worker.training.conftest import DiesAfterCheckpointAtStep, Killed, RecordingReporter
+from tests.worker.training.conftest import (
+    MessageRecordingReporter,
+    RecordingReporter,
+    assert_a_mid_epoch_resume_reproduces_the_run,
+    exported_folder,
+    run_to_the_end,
+)
 from worker.training.examples import TokenisedExamples
-from worker.training.export import extract_model_archive
-from worker.training.recipe import FineTuningRecipe, RunControl
+from worker.training.recipe import FineTuningRecipe
 from worker.training.reporting import TrainingFailure
 from worker.training.run_spec import DataFile, RunSpec
 from worker.training.speedups.data_cache import DerivedDataCache
@@ -79,17 +84,6 @@ def question_rows(count: int, seed: int) -> list[dict[str, object]]:
     return rows
 
 
-@dataclass
-class MessageRecordingReporter(RecordingReporter):
-    messages: list[dict[str, Any]] = field(default_factory=list)
-
-    def message(self, text: str, data: dict[str, Any] | None = None) -> None:
-        self.messages.append(data or {})
-
-    def feature_paths(self) -> dict[str, str]:
-        return {data["file"]: data["frozen_features"] for data in self.messages if "frozen_features" in data}
-
-
 @pytest.fixture
 def qa_config(make_config: Any, tmp_path: Path) -> MakeConfig:
     """The shared text-classification config turned into a question-answering one on the toy questions."""
@@ -118,19 +112,6 @@ def qa_config(make_config: Any, tmp_path: Path) -> MakeConfig:
     return _make
 
 
-def run_recipe(config: RunSpec, store: Path, reporter: RecordingReporter | None = None) -> FineTuningRecipe:
-    recipe = FineTuningRecipe(config, ArtifactStore(store), reporter or MessageRecordingReporter())
-    recipe.setup()
-    recipe.train()
-    return recipe
-
-
-def exported_folder(recipe: FineTuningRecipe, store: Path, destination: Path) -> tuple[Path, list[str]]:
-    manifest = recipe.export("jobs/x/weights.tar")
-    extract_model_archive(ArtifactStore(store).path(manifest.blob_key), destination)
-    return destination, manifest.files
-
-
 def network_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: tensor for name, tensor in batch.items() if name not in ("start_positions", "end_positions")}
 
@@ -146,7 +127,7 @@ def test_a_run_under_each_strategy_trains_evaluates_and_exports_a_model_that_loa
     qa_config: MakeConfig, tmp_path: Path, kind: StrategyType
 ) -> None:
     reporter = MessageRecordingReporter()
-    recipe = run_recipe(qa_config(kind), tmp_path / "store", reporter)
+    recipe = run_to_the_end(qa_config(kind), tmp_path / "store", reporter)
     steps_per_epoch = -(-len(recipe.training_examples) // 8)
     assert len(recipe.training_examples) > 24  # the longer contexts take several windows
     assert [epoch["epoch"] for epoch in reporter.epochs] == [1, 2]
@@ -167,7 +148,7 @@ def test_a_run_under_each_strategy_trains_evaluates_and_exports_a_model_that_loa
 
 def test_the_toy_answers_are_learnt_and_the_exported_model_finds_them(qa_config: MakeConfig, tmp_path: Path) -> None:
     reporter = MessageRecordingReporter()
-    recipe = run_recipe(qa_config(epochs=3, training_rows=96), tmp_path / "store", reporter)
+    recipe = run_to_the_end(qa_config(epochs=3, training_rows=96), tmp_path / "store", reporter)
     final = reporter.epochs[-1]
     assert final["valid_exact"] == final["valid_f1"] == pytest.approx(100.0)
     assert final["valid_has_answer_exact"] == final["valid_no_answer_exact"] == pytest.approx(100.0)
@@ -375,7 +356,7 @@ def test_frozen_features_give_the_logits_and_loss_of_the_whole_network(
 
 
 def test_evaluation_on_served_features_scores_as_the_whole_network(qa_config: MakeConfig, tmp_path: Path) -> None:
-    recipe = run_recipe(qa_config(StrategyType.partial, epochs=1), tmp_path)
+    recipe = run_to_the_end(qa_config(StrategyType.partial, epochs=1), tmp_path)
     served = recipe.evaluate()
     assert recipe.features.features.get(FileRole.validation) is not None
     recipe.features.use_depth(0)
@@ -415,33 +396,7 @@ def test_windows_read_back_from_the_cache_score_as_those_just_cut(qa_config: Mak
 
 
 def test_a_run_resumed_from_a_mid_epoch_checkpoint_reproduces_the_losses(qa_config: MakeConfig, tmp_path: Path) -> None:
-    config = qa_config(StrategyType.full, epochs=2)
-    reference_reporter = RecordingReporter()
-    reference = run_recipe(config, tmp_path / "reference", reference_reporter)
-
-    store = ArtifactStore(tmp_path / "interrupted")
-    dying = DiesAfterCheckpointAtStep(3)
-    first = FineTuningRecipe(config, store, dying, RunControl(checkpoint_interval_seconds=1e-9))
-    first.setup()
-    with pytest.raises(Killed):
-        first.train()
-    assert [(c["step"], c["kind"]) for c in dying.checkpoints] == [(1, "interval"), (2, "interval"), (3, "interval")]
-
-    resumed_reporter = RecordingReporter()
-    resumed = FineTuningRecipe(config, store, resumed_reporter)
-    resumed.setup()
-    assert resumed.resume(store.path(dying.checkpoints[-1]["blob_key"])) == 3
-    resumed.train()
-    steps_after = [step for step in reference_reporter.steps if step.step > 3]
-    assert [s.step for s in resumed_reporter.steps] == [s.step for s in steps_after]
-    assert [s.train_loss for s in resumed_reporter.steps] == pytest.approx([s.train_loss for s in steps_after])
-    assert len(resumed_reporter.epochs) == 2
-    for resumed_epoch, reference_epoch in zip(resumed_reporter.epochs, reference_reporter.epochs, strict=True):
-        assert resumed_epoch == pytest.approx(reference_epoch)
-    for (name, expected), actual in zip(
-        reference.network.state_dict().items(), resumed.network.state_dict().values(), strict=True
-    ):
-        assert torch.allclose(expected, actual, atol=1e-6), name
+    assert_a_mid_epoch_resume_reproduces_the_run(qa_config(StrategyType.full, epochs=2), tmp_path)
 
 
 def test_minilm_trains_on_a_slice_of_squad_v2_and_reports_its_scores(qa_config: MakeConfig, tmp_path: Path) -> None:
@@ -454,7 +409,7 @@ def test_minilm_trains_on_a_slice_of_squad_v2_and_reports_its_scores(qa_config: 
         validation_file=DataFile(validation, DataFormat.jsonl, ""),
     )
     reporter = RecordingReporter()
-    run_recipe(config, tmp_path / "store", reporter)
+    run_to_the_end(config, tmp_path / "store", reporter)
     [metrics] = reporter.epochs
     assert set(metrics) == {"epoch", "step", "valid_loss"} | {f"valid_{name}" for name in METRICS}
     assert all(0.0 <= metrics[f"valid_{name}"] <= 100.0 for name in METRICS)
@@ -470,7 +425,7 @@ def readme_snippet(name: str) -> str:
 def test_the_readmes_answer_snippet_finds_the_answer_and_says_when_there_is_none(
     qa_config: MakeConfig, tmp_path: Path
 ) -> None:
-    recipe = run_recipe(qa_config(epochs=3, training_rows=96), tmp_path / "store")
+    recipe = run_to_the_end(qa_config(epochs=3, training_rows=96), tmp_path / "store")
     folder, _ = exported_folder(recipe, tmp_path / "store", tmp_path / "model")
     namespace: dict[str, Any] = {}
     exec(readme_snippet("answer"), namespace)  # noqa: S102 - the README's own code, run as a reader would

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,10 +20,15 @@ from models.tasks.names import Task
 from models.tasks.text_classification import DataFormat
 from tests.conftest import SHARED_DATA, sample_rows, write_jsonl
 from tests.tiny_models import WORDS
-from tests.worker.training.conftest import DiesAfterCheckpointAtStep, Killed, RecordingReporter
+from tests.worker.training.conftest import (
+    MessageRecordingReporter,
+    RecordingReporter,
+    assert_a_mid_epoch_resume_reproduces_the_run,
+    exported_folder,
+    run_to_the_end,
+)
 from worker.training.examples import TokenisedExamples
-from worker.training.export import extract_model_archive
-from worker.training.recipe import FineTuningRecipe, RunControl
+from worker.training.recipe import FineTuningRecipe
 from worker.training.run_spec import DataFile, RunSpec
 from worker.training.speedups.feature_reuse import FileRole
 from worker.training.speedups.frozen_features import BoundaryFeatures, compute_boundary_states
@@ -57,17 +62,6 @@ def tagged_rows(count: int, seed: int, max_words: int = 9) -> list[dict[str, obj
     return rows
 
 
-@dataclass
-class MessageRecordingReporter(RecordingReporter):
-    messages: list[dict[str, Any]] = field(default_factory=list)
-
-    def message(self, text: str, data: dict[str, Any] | None = None) -> None:
-        self.messages.append(data or {})
-
-    def feature_paths(self) -> dict[str, str]:
-        return {data["file"]: data["frozen_features"] for data in self.messages if "frozen_features" in data}
-
-
 @pytest.fixture
 def token_config(make_config: Any, tmp_path: Path) -> MakeConfig:
     """The shared text-classification config turned into a token-classification one on the toy tags."""
@@ -95,19 +89,6 @@ def token_config(make_config: Any, tmp_path: Path) -> MakeConfig:
     return _make
 
 
-def run_recipe(config: RunSpec, store: Path, reporter: RecordingReporter | None = None) -> FineTuningRecipe:
-    recipe = FineTuningRecipe(config, ArtifactStore(store), reporter or MessageRecordingReporter())
-    recipe.setup()
-    recipe.train()
-    return recipe
-
-
-def exported_folder(recipe: FineTuningRecipe, store: Path, destination: Path) -> tuple[Path, list[str]]:
-    manifest = recipe.export("jobs/x/weights.tar")
-    extract_model_archive(ArtifactStore(store).path(manifest.blob_key), destination)
-    return destination, manifest.files
-
-
 def token_examples(recipe: FineTuningRecipe) -> TokenisedExamples:
     examples = recipe.validation_examples
     assert isinstance(examples, TokenisedExamples)
@@ -123,7 +104,7 @@ def test_a_run_under_each_strategy_trains_evaluates_and_exports_a_model_that_loa
     token_config: MakeConfig, tmp_path: Path, kind: StrategyType
 ) -> None:
     reporter = MessageRecordingReporter()
-    recipe = run_recipe(token_config(kind), tmp_path / "store", reporter)
+    recipe = run_to_the_end(token_config(kind), tmp_path / "store", reporter)
     assert [epoch["epoch"] for epoch in reporter.epochs] == [1, 2]
     metrics = reporter.epochs[-1]
     assert {"valid_loss", "valid_precision", "valid_recall", "valid_f1", "valid_accuracy"} <= set(metrics)
@@ -152,7 +133,7 @@ def test_the_toy_tags_are_learnt_and_the_exported_pipeline_groups_entities(
     token_config: MakeConfig, tmp_path: Path
 ) -> None:
     reporter = MessageRecordingReporter()
-    recipe = run_recipe(token_config(epochs=4, training_rows=96), tmp_path / "store", reporter)
+    recipe = run_to_the_end(token_config(epochs=4, training_rows=96), tmp_path / "store", reporter)
     final = reporter.epochs[-1]
     assert final["valid_f1"] == pytest.approx(1.0)
     assert final["valid_accuracy"] == pytest.approx(1.0)
@@ -365,7 +346,7 @@ def test_frozen_features_give_the_logits_of_the_whole_network(
 
 
 def test_evaluation_on_served_features_scores_as_the_whole_network(token_config: MakeConfig, tmp_path: Path) -> None:
-    recipe = run_recipe(token_config(StrategyType.feature_extraction, epochs=1), tmp_path)
+    recipe = run_to_the_end(token_config(StrategyType.feature_extraction, epochs=1), tmp_path)
     served = recipe.evaluate()
     assert recipe.features.features.get(FileRole.validation) is not None
     recipe.features.use_depth(0)
@@ -376,33 +357,7 @@ def test_evaluation_on_served_features_scores_as_the_whole_network(token_config:
 def test_a_run_resumed_from_a_mid_epoch_checkpoint_reproduces_the_losses(
     token_config: MakeConfig, tmp_path: Path
 ) -> None:
-    config = token_config(StrategyType.partial, epochs=2)
-    reference_reporter = RecordingReporter()
-    reference = run_recipe(config, tmp_path / "reference", reference_reporter)
-
-    store = ArtifactStore(tmp_path / "interrupted")
-    dying = DiesAfterCheckpointAtStep(3)
-    first = FineTuningRecipe(config, store, dying, RunControl(checkpoint_interval_seconds=1e-9))
-    first.setup()
-    with pytest.raises(Killed):
-        first.train()
-    assert [(c["step"], c["kind"]) for c in dying.checkpoints] == [(1, "interval"), (2, "interval"), (3, "interval")]
-
-    resumed_reporter = RecordingReporter()
-    resumed = FineTuningRecipe(config, store, resumed_reporter)
-    resumed.setup()
-    assert resumed.resume(store.path(dying.checkpoints[-1]["blob_key"])) == 3
-    resumed.train()
-    steps_after = [step for step in reference_reporter.steps if step.step > 3]
-    assert [s.step for s in resumed_reporter.steps] == [s.step for s in steps_after]
-    assert [s.train_loss for s in resumed_reporter.steps] == pytest.approx([s.train_loss for s in steps_after])
-    assert len(resumed_reporter.epochs) == 2
-    for resumed_epoch, reference_epoch in zip(resumed_reporter.epochs, reference_reporter.epochs, strict=True):
-        assert resumed_epoch == pytest.approx(reference_epoch)
-    for (name, expected), actual in zip(
-        reference.network.state_dict().items(), resumed.network.state_dict().values(), strict=True
-    ):
-        assert torch.allclose(expected, actual, atol=1e-6), name
+    assert_a_mid_epoch_resume_reproduces_the_run(token_config(StrategyType.partial, epochs=2), tmp_path)
 
 
 def test_minilm_trains_on_a_slice_of_wnut17_and_reports_entity_scores(token_config: MakeConfig, tmp_path: Path) -> None:
@@ -418,7 +373,7 @@ def test_minilm_trains_on_a_slice_of_wnut17_and_reports_entity_scores(token_conf
         validation_file=DataFile(validation, DataFormat.jsonl, ""),
     )
     reporter = RecordingReporter()
-    run_recipe(config, tmp_path / "store", reporter)
+    run_to_the_end(config, tmp_path / "store", reporter)
     [metrics] = reporter.epochs
     assert {"valid_loss", "valid_precision", "valid_recall", "valid_f1", "valid_accuracy"} <= set(metrics)
     assert 0.5 < metrics["valid_accuracy"] <= 1.0  # most words are "O"
