@@ -172,7 +172,6 @@ def main() -> None:
                         flush=True,
                     )
                 write_report(out, args, results)  # after every run: a long sweep's early results survive it
-    write_report(out, args, results)
 
 
 def write_report(out: Path, args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
