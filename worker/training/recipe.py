@@ -216,6 +216,7 @@ class FineTuningRecipe:
             layers,
             sources,
             reads_every_token=self.task.reads_every_token,
+            label_fields=self.task.label_fields,
             options=self.cache_options,
             key_parts={
                 "model": self.fingerprint,

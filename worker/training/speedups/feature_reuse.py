@@ -46,6 +46,7 @@ class FrozenLayerFeatures:
         sources: dict[FileRole, FeatureSource],
         *,
         reads_every_token: bool,
+        label_fields: tuple[str, ...],
         options: CacheOptions,
         key_parts: dict[str, Any],
         device: torch.device,
@@ -57,6 +58,7 @@ class FrozenLayerFeatures:
         self.layers = layers
         self.sources = sources
         self.reads_every_token = reads_every_token
+        self.label_fields = label_fields
         self.options = options
         self.key_parts = key_parts
         self.device = device
@@ -75,7 +77,7 @@ class FrozenLayerFeatures:
             return
         training = self.sources[FileRole.training].examples
         usable = depth > 0 and isinstance(training, TokenisedExamples)
-        self.prefix = FrozenPrefix(self.network, self.layers, depth) if usable else None
+        self.prefix = FrozenPrefix(self.network, self.layers, depth, label_fields=self.label_fields) if usable else None
         self.features = {}
         self._first_token_only = None
         self.path = FeaturePath.not_applicable

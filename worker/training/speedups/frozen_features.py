@@ -46,14 +46,26 @@ class _BoundaryReached(Exception):
 
 
 class FrozenPrefix:
-    """The embeddings and `layers[:depth]` of a network whose parameters are all frozen."""
+    """The embeddings and `layers[:depth]` of a network whose parameters are all frozen.
 
-    def __init__(self, network: nn.Module, layers: list[nn.Module], depth: int) -> None:
+    `label_fields` are the batch fields the task's loss reads (`labels`, a span's positions): never
+    inputs of the network when it runs for its states.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        layers: list[nn.Module],
+        depth: int,
+        *,
+        label_fields: tuple[str, ...],
+    ) -> None:
         if not 1 <= depth <= len(layers):
             raise ValueError(f"a frozen prefix needs 1 to {len(layers)} layers, not {depth}")
         self.network = network
         self.layers = layers
         self.depth = depth
+        self.label_fields = frozenset(label_fields)
         self.pending: torch.Tensor | None = None  # the cached states of the batch being trained on
         self._layer_returns_tuple = False
         self._serving = False  # inside replaced(), unless boundary_states is computing
@@ -61,6 +73,10 @@ class FrozenPrefix:
     @property
     def last_layer(self) -> nn.Module:
         return self.layers[self.depth - 1]
+
+    def inputs(self, batch: Batch, device: torch.device) -> Batch:
+        """The batch's network inputs on `device`: every field but the labels."""
+        return {name: tensor.to(device) for name, tensor in batch.items() if name not in self.label_fields}
 
     def boundary_states(self, inputs: Batch) -> torch.Tensor:
         """The hidden states leaving the last frozen layer, for one padded batch; no layer above runs.
@@ -125,7 +141,7 @@ class FrozenPrefix:
         if examples.padding_side != "right" or len(examples) == 0:
             return False
         longest = torch.sort(examples.lengths, descending=True, stable=True).indices[:PROBE_EXAMPLES].tolist()
-        inputs = {name: tensor.to(device) for name, tensor in examples.batch(longest).items() if name != "labels"}
+        inputs = self.inputs(examples.batch(longest), device)
         was_training = self.network.training
         self.network.eval()
         try:
@@ -198,7 +214,7 @@ def fill_boundary_states(
 ) -> None:
     """Compute the boundary states of examples `indices` (one batch) into their rows of `output`."""
     batch = examples.batch(indices)
-    inputs = {name: tensor.to(device) for name, tensor in batch.items() if name != "labels"}
+    inputs = prefix.inputs(batch, device)
     frozen_modes = [module.training for module in prefix.network.modules()]
     prefix.network.eval()
     try:
@@ -245,8 +261,7 @@ def _hidden_size_of(
     device: torch.device,
     autocast: Callable[[], AbstractContextManager[Any]],
 ) -> int:
-    batch = examples.batch(indices[:1])
-    inputs = {name: tensor.to(device) for name, tensor in batch.items() if name != "labels"}
+    inputs = prefix.inputs(examples.batch(indices[:1]), device)
     with torch.no_grad(), autocast():
         return int(prefix.boundary_states(inputs).shape[-1])
 

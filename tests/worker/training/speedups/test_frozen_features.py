@@ -130,7 +130,7 @@ def test_the_probe_leaves_the_network_whole_and_in_its_mode(recipe_for: RecipeFo
 @pytest.mark.parametrize("depth", [1, 2])
 def test_boundary_states_are_the_hidden_states_after_the_last_frozen_layer(recipe_for: RecipeFor, depth: int) -> None:
     recipe = recipe_for(StrategyType.feature_extraction)
-    prefix = FrozenPrefix(recipe.network, recipe.features.layers, depth)
+    prefix = FrozenPrefix(recipe.network, recipe.features.layers, depth, label_fields=recipe.task.label_fields)
     evaluation_mode(recipe.network)
     inputs = inputs_of(recipe.training_examples, [0, 1, 2, 3])
     with torch.no_grad():
@@ -143,7 +143,7 @@ def test_a_prefix_must_hold_between_one_and_all_layers(recipe_for: RecipeFor) ->
     recipe = recipe_for(StrategyType.feature_extraction)
     for depth in (0, 3):
         with pytest.raises(ValueError, match="a frozen prefix needs 1 to 2 layers"):
-            FrozenPrefix(recipe.network, recipe.features.layers, depth)
+            FrozenPrefix(recipe.network, recipe.features.layers, depth, label_fields=recipe.task.label_fields)
 
 
 @pytest.mark.parametrize("depth", [1, 2])
@@ -151,7 +151,7 @@ def test_the_replaced_layers_return_the_pending_states_and_the_network_gives_the
     recipe_for: RecipeFor, depth: int
 ) -> None:
     recipe = recipe_for(StrategyType.feature_extraction)
-    prefix = FrozenPrefix(recipe.network, recipe.features.layers, depth)
+    prefix = FrozenPrefix(recipe.network, recipe.features.layers, depth, label_fields=recipe.task.label_fields)
     evaluation_mode(recipe.network)
     inputs = inputs_of(recipe.training_examples, [5, 6, 7])
     with torch.no_grad():
@@ -168,7 +168,7 @@ def test_the_replaced_layers_return_the_pending_states_and_the_network_gives_the
 
 def test_the_frozen_layers_forward_is_restored_even_when_the_block_raises(recipe_for: RecipeFor) -> None:
     recipe = recipe_for(StrategyType.feature_extraction)
-    prefix = FrozenPrefix(recipe.network, recipe.features.layers, 2)
+    prefix = FrozenPrefix(recipe.network, recipe.features.layers, 2, label_fields=recipe.task.label_fields)
     with pytest.raises(RuntimeError, match="boom"), prefix.replaced():
         prefix.pending = torch.zeros(1, 1, 32)
         assert all("forward" in vars(layer) for layer in recipe.features.layers)
@@ -180,7 +180,7 @@ def test_the_frozen_layers_forward_is_restored_even_when_the_block_raises(recipe
 @pytest.mark.parametrize("first_token_only", [True, False])
 def test_computed_boundary_states_match_each_example_run_alone(recipe_for: RecipeFor, first_token_only: bool) -> None:
     recipe = recipe_for(StrategyType.feature_extraction)
-    prefix = FrozenPrefix(recipe.network, recipe.features.layers, 2)
+    prefix = FrozenPrefix(recipe.network, recipe.features.layers, 2, label_fields=recipe.task.label_fields)
     examples = recipe.training_examples
     assert len(set(examples.lengths.tolist())) == 7
     recipe.network.train()

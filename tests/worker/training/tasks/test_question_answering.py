@@ -335,6 +335,8 @@ def test_frozen_features_give_the_logits_and_loss_of_the_whole_network(
     assert not recipe.features.first_token_only()
     examples = recipe.training_examples
     assert isinstance(examples, TokenisedExamples)
+    # The states are computed from the network's inputs alone: the answer's positions stay out.
+    assert set(prefix.inputs(examples.batch([0, 1]), CPU)) == {"input_ids", "attention_mask", "token_type_ids"}
     states = compute_boundary_states(
         prefix, examples, first_token_only=False, batch_size=64, device=CPU, allocate=lambda shape: torch.empty(shape)
     )
