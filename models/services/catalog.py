@@ -14,11 +14,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from models.architectures import count_layers
 from models.errors import InvalidRequest, NotFound
 from models.storage.tables import BaseModel
 
 DEFAULT_BASE_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-_DEPTH_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 _LENGTH_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
 _SAFETENSORS_NAMES = ("model.safetensors", "model.safetensors.index.json")
 # A safetensors file opens with the byte length of its JSON header (u64, little-endian); the format caps it at 100 MB.
@@ -121,7 +121,7 @@ def read_tensor_shapes(path: Path) -> dict[str, list[int]]:
 def describe_model_config(config: dict[str, Any], origin: str) -> ModelDescription:
     """What the service needs to know before loading weights: type, depth, length limit and any repository code."""
     model_type = config.get("model_type")
-    depth = next((config[key] for key in _DEPTH_KEYS if isinstance(config.get(key), int)), None)
+    depth = count_layers(model_type, config) if isinstance(model_type, str) else None  # as the anatomy table counts
     length = next((config[key] for key in _LENGTH_KEYS if isinstance(config.get(key), int)), 512)
     if not isinstance(model_type, str) or depth is None:
         raise InvalidRequest(f"{origin}: config.json must give model_type and the number of layers", param="path")

@@ -78,3 +78,14 @@ def test_unreadable_weights_leave_the_counts_unknown(
     with session_scope(settings.database_url) as session:
         row = catalog.register_base_model(session, "broken", str(folder))
         assert row.layer_parameters is None
+
+
+def test_a_models_depth_is_counted_as_the_anatomy_table_counts_its_layer_stack() -> None:
+    def depth(config: dict[str, object]) -> int:
+        return catalog.describe_model_config(config, "folder").num_layers
+
+    assert depth({"model_type": "bert", "num_hidden_layers": 6}) == 6
+    assert depth({"model_type": "resnet", "depths": [3, 4, 6, 3]}) == 4  # a layer is a stage
+    assert depth({"model_type": "mobilenet_v2"}) == 16  # fixed by the modeling code, absent from the config
+    assert depth({"model_type": "whisper", "encoder_layers": 4, "decoder_layers": 2}) == 4
+    assert depth({"model_type": "unknown-family", "n_layer": 3}) == 3  # outside the table: the usual keys
