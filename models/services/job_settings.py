@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from models.errors import InvalidRequest
-from models.hyperparameters import DEFAULT_BATCH_SIZE, EarlyStopping, ResolvedHyperparameters
+from models.hyperparameters import EarlyStopping, ResolvedHyperparameters
 from models.strategies.common import StrategyDefaults
 from models.wire.jobs import EarlyStoppingSpec, HyperparametersSpec
 
@@ -25,7 +25,7 @@ def resolve_hyperparameters(
     `valid_` prefix); early stopping may watch any of them or the validation loss.
     """
     multiplier = 1.0 if spec.learning_rate_multiplier == "auto" else float(spec.learning_rate_multiplier)
-    batch_size = min(DEFAULT_BATCH_SIZE, training_records) if spec.batch_size == "auto" else int(spec.batch_size)
+    batch_size = min(defaults.batch_size, training_records) if spec.batch_size == "auto" else int(spec.batch_size)
     max_length = min(defaults.max_length, model_max_length) if spec.max_length == "auto" else int(spec.max_length)
     if max_length > model_max_length:
         raise InvalidRequest(

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator
 
 from models.errors import InvalidRequest
-from models.hyperparameters import DEFAULT_MAX_LENGTH
+from models.hyperparameters import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH
 from models.strategies.names import RegularizationType
 
 Auto = Literal["auto"]
@@ -38,6 +38,7 @@ class StrategyDefaults:
     warmup_ratio: float
     weight_decay: float
     max_length: int = DEFAULT_MAX_LENGTH  # a task whose records run long (QA contexts) sets its own
+    batch_size: int = DEFAULT_BATCH_SIZE  # at most the training file's records
 
 
 class StrictSpec(BaseModel):

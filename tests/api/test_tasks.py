@@ -42,7 +42,9 @@ def test_a_squad_upload_makes_a_question_answering_job(client: TestClient, auth:
     response = create_job(client, auth, training_file=training, task="question-answering", strategy="partial")
     assert response.status_code == 200, response.text
     assert (response.json()["task"], response.json()["labels"]) == ("question-answering", [])
-    assert response.json()["hyperparameters"]["max_length"] == 384  # a paragraph in one window, not three
+    hyperparameters = response.json()["hyperparameters"]
+    assert hyperparameters["max_length"] == 384  # a paragraph in one window, not three
+    assert (hyperparameters["batch_size"], hyperparameters["n_epochs"]) == (8, 10)  # QA's schedule, not the strategy's
 
 
 def test_a_question_answering_job_may_still_choose_shorter_windows(

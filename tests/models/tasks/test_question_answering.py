@@ -394,7 +394,8 @@ def test_the_format_declares_its_task_metrics_and_record_fields() -> None:
     assert FORMAT.record_fields <= set(GOOD)
 
 
-def test_question_answering_takes_each_strategys_defaults_with_384_token_windows() -> None:
+def test_question_answering_takes_each_strategys_rate_with_384_token_windows_and_a_long_schedule() -> None:
     for strategy in StrategyType:
         defaults = FORMAT.defaults(strategy)
-        assert defaults == replace(SPEC_CLASSES[strategy].defaults, max_length=384), strategy
+        expected = replace(SPEC_CLASSES[strategy].defaults, max_length=384, batch_size=8, n_epochs=10)
+        assert defaults == expected, strategy
