@@ -38,7 +38,7 @@ SWEEP: dict[StrategyType, list[float]] = {
     StrategyType.partial: [5e-5, 1e-4, 2e-4],
     StrategyType.full: [3e-5, 5e-5, 1e-4],
     StrategyType.layerwise_lr: [5e-5, 1e-4, 2e-4],
-    StrategyType.gradual_unfreezing: [5e-5, 1e-4, 2e-4],
+    StrategyType.gradual_unfreezing: [5e-4, 1e-3, 2e-3],
 }
 UNBOUNDED = DataLimits(max_label_chars=10**6, max_labels=10**6)  # the shared datasets are trusted
 

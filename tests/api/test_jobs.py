@@ -96,6 +96,18 @@ def test_layerwise_lr_records_its_decay(
     assert job["strategy"] == {"type": "layerwise_lr", "layer_decay": 0.9, "regularization": None}
 
 
+def test_gradual_unfreezing_starts_at_a_heads_rate_halved_per_layer_unless_asked_otherwise(
+    client: TestClient, auth: dict[str, str], training_file: str, minilm: str
+) -> None:
+    job = create(client, auth, training_file=training_file, strategy="gradual_unfreezing").json()
+    assert job["strategy"] == {"type": "gradual_unfreezing", "layer_decay": 0.5, "regularization": None}
+    assert (job["hyperparameters"]["learning_rate"], job["hyperparameters"]["n_epochs"]) == (1e-3, 4)
+    one_rate = {"type": "gradual_unfreezing", "layer_decay": 1.0}
+    assert create(client, auth, training_file=training_file, strategy=one_rate).json()["strategy"]["layer_decay"] == 1.0
+    invalid = create(client, auth, training_file=training_file, strategy={**one_rate, "layer_decay": "0.5"})
+    assert invalid.status_code == 400 and invalid.json()["error"]["param"] == "strategy.layer_decay"
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
