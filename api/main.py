@@ -6,14 +6,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from anyio import CapacityLimiter
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
 from api.errors import install_error_handlers
+from api.event_feed import JobEventFeed
+from api.metrics import install_metrics
 from api.request_bodies import BodyLimits, RequestBodyGuard
-from api.routes import files, jobs, models
+from api.request_ids import RequestIds
+from api.routes import files, jobs, models, webhooks
+from api.routes.dashboard import mount_dashboard
 from api.unexpected_errors import UnexpectedErrorGuard
 from models.settings import Settings, get_settings
 from models.storage.database import READ_POOL_SIZE
@@ -48,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Graft",
         version="0.1.0",
         summary="Fine-tuning jobs for Hugging Face models, OpenAI-compatible.",
-        lifespan=_read_pool_lifespan,
+        lifespan=_lifespan,
         swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
     )
     # Read once here, at the edge; requests get it from app.state (api.deps.get_app_settings).
@@ -59,12 +64,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # On PostgreSQL the lifespan opens an asyncio read pool (models.storage.read_pool); until then, and on
     # SQLite, reads take the threadpool.
     app.state.read_pool = None
+    # Every event stream of this process is fed by one poller (api.event_feed), run by the lifespan.
+    app.state.event_feed = JobEventFeed(
+        app.state.settings.database_url,
+        poll_seconds=app.state.settings.event_stream_poll_seconds,
+        limiter=app.state.read_limiter,
+    )
     install_error_handlers(app)
     # Added last, runs first: the error guard wraps the body guard, which wraps the routes.
     app.add_middleware(RequestBodyGuard, limits=BodyLimits.from_settings(app.state.settings))
     app.add_middleware(UnexpectedErrorGuard)
-    for router in (files.router, jobs.router, models.router):
+    app.add_middleware(RequestIds)  # outside the guards: their answers and logs carry the id too
+    if app.state.settings.metrics_enabled:
+        # Outermost, so a request refused by the guards is timed too.
+        install_metrics(
+            app,
+            app.state.settings.database_url,
+            worker_heartbeat_seconds=app.state.settings.worker_heartbeat_seconds,
+        )
+    for router in (files.router, jobs.router, models.router, webhooks.router):
         app.include_router(router, responses=COMMON_ERRORS)
+    mount_dashboard(app)
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
 
     @app.get("/healthz", include_in_schema=False)
@@ -75,8 +95,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 @asynccontextmanager
-async def _read_pool_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The asyncio read pool lives as long as the server's event loop: opened at start-up, closed at shutdown."""
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """What lives as long as the server's event loop: the event feed, and the asyncio read pool on PostgreSQL."""
+    async with anyio.create_task_group() as background, _read_pool(app):
+        background.start_soon(app.state.event_feed.run)
+        try:
+            yield
+        finally:
+            background.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _read_pool(app: FastAPI) -> AsyncIterator[None]:
+    """The asyncio read pool: opened at start-up, closed at shutdown; none on SQLite."""
     pool = AsyncReadPool.for_database(app.state.settings.database_url)
     if pool is None:
         yield

@@ -10,6 +10,7 @@ from uvicorn.config import LOGGING_CONFIG
 
 from api.http_protocol import protocol_with_header_timeout
 from api.main import create_app
+from models.log_context import LogFormat, configure_json_logging
 from models.settings import Settings
 
 
@@ -38,4 +39,8 @@ def server_config(
 
 def serve(settings: Settings, host: str, port: int) -> None:
     """Serve the API on host:port until SIGINT or SIGTERM."""
-    uvicorn.Server(server_config(create_app(settings), settings, host, port)).run()
+    log_config: dict[str, Any] | None = LOGGING_CONFIG
+    if settings.log_format is LogFormat.json:
+        configure_json_logging(level=settings.log_level, process="api")
+        log_config = None  # uvicorn's loggers go through the root logger's JSON handler
+    uvicorn.Server(server_config(create_app(settings), settings, host, port, log_config=log_config)).run()

@@ -168,6 +168,8 @@ class CollectingReporter:
 
     def checkpoint_saved(self, **_details: Any) -> None: ...
 
+    def freeze_plan_changed(self, plan: Any) -> None: ...
+
     def message(self, text: str, data: dict[str, Any] | None = None) -> None:
         self.messages.append((text, data or {}))
 

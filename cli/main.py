@@ -14,7 +14,13 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from cli.files_commands import files_app
+from cli.jobs_commands import jobs_app
+from cli.output import print_json
+from cli.service_client import ApiKeyOption, BaseUrlOption, JsonOption, service
+from cli.webhooks_commands import webhooks_app
 from models.errors import GraftError
+from models.log_context import LogFormat, configure_json_logging
 from models.services import catalog, quotas, tenants
 from models.services.quotas import Quota
 from models.settings import Settings, get_settings
@@ -26,6 +32,9 @@ app = typer.Typer(help="Graft: fine-tuning jobs behind an OpenAI-compatible API.
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 models_app = typer.Typer(help="The base-model catalog.", no_args_is_help=True)
 tenants_app = typer.Typer(help="Tenants and their quotas.", no_args_is_help=True)
+app.add_typer(files_app, name="files")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
 app.add_typer(tenants_app, name="tenants")
@@ -100,6 +109,8 @@ def worker() -> None:
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.log_format is LogFormat.json:
+        configure_json_logging(level=settings.log_level, process="worker")
     celery_app.worker_main(
         [
             "worker",
@@ -286,8 +297,25 @@ def add_model(
 
 
 @models_app.command("list")
-def list_models() -> None:
-    """Show the base-model catalog."""
+def list_models(base_url: BaseUrlOption = None, api_key: ApiKeyOption = None, json_output: JsonOption = False) -> None:
+    """With an API key (--api-key, GRAFT_API_KEY): the models you can use, base and fine-tuned, from the API.
+    Without one: the base-model catalog in this machine's database, with where each model lives (admin)."""
+    if api_key:
+        with service(base_url, api_key) as client:
+            listing = client.call("GET", "/v1/models")
+        if json_output:
+            print_json(listing)
+            return
+        table = Table("id", "owned by", "layers", "fine-tuning job")
+        for model in listing["data"]:
+            table.add_row(
+                model["id"],
+                model["owned_by"],
+                str(model.get("num_layers") or "—"),
+                model.get("fine_tuning_job_id") or "—",
+            )
+        _print_table(table)
+        return
     settings = get_settings()
     _require_current_schema(settings)
     table = Table("id", "type", "layers", "max tokens", "source", "location")

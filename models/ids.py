@@ -17,6 +17,8 @@ class IdPrefix(StrEnum):
     tenant = "tenant"
     api_key = "key"
     artifact = "ftart"
+    webhook = "wh"
+    webhook_event = "evt"  # a notification: the body's id and the `webhook-id` header of every delivery of it
 
 
 def new_id(prefix: IdPrefix) -> str:

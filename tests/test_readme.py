@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from cli.service_client import CLIENT_VARIABLES
 from models.settings import Settings
 from tests.conftest import REPO_ROOT
 
@@ -15,9 +16,11 @@ def test_every_setting_is_in_the_configuration_table() -> None:
     assert {name.upper() for name in Settings.model_fields} <= documented
 
 
-def test_every_documented_variable_is_a_setting() -> None:
+def test_every_documented_variable_is_a_setting_or_the_command_lines_own() -> None:
     documented = set(re.findall(r"`GRAFT_([A-Z_]+)`", README))
-    assert documented <= {name.upper() for name in Settings.model_fields}
+    client_variables = {name.removeprefix("GRAFT_") for name in CLIENT_VARIABLES}
+    assert documented <= {name.upper() for name in Settings.model_fields} | client_variables
+    assert client_variables <= documented
 
 
 def test_ci_runs_the_readmes_test_command() -> None:

@@ -21,8 +21,10 @@ from models.settings import Settings, get_settings
 from models.storage.blobs import ArtifactStore
 from models.storage.broker import QueueName, broker_transport_options, is_embedded_broker
 from worker import runner
+from worker.liveness import start_heartbeat
 from worker.reconciler import reconcile_jobs, remove_stale_temporaries, start_sweeper
 from worker.training.speedups.data_cache import DerivedDataCache
+from worker.webhook_sender import SenderSettings, start_webhook_sender
 
 EMBEDDED_BROKER_POLL_SECONDS = 0.2
 logger = logging.getLogger(__name__)
@@ -70,6 +72,8 @@ def _reconcile_on_start(**_: object) -> None:
     except Exception:  # the sweeper repairs the same things within an interval
         logger.exception("reconciling at start failed; the sweeper will catch up")
     remove_stale_temporaries(ArtifactStore(settings.artifacts))
+    start_webhook_sender(SenderSettings.from_settings(settings))
+    start_heartbeat(settings.database_url, interval_seconds=settings.worker_heartbeat_seconds)
     # The first job's training process imports torch and loads models while the worker waits.
     runner.start_standby(runner.RunnerSettings.from_settings(settings))
 

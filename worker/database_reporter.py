@@ -19,6 +19,7 @@ from models.services.events import EventType
 from models.services.quotas import StorageQuotaExceeded
 from models.storage.blobs import ArtifactStore
 from models.storage.database import run_transaction
+from worker.training.freeze_plan import FreezePlan
 from worker.training.reporting import StepProgress, TrainingFailure
 
 MIN_SECONDS_BETWEEN_STEP_EVENTS = 1.0
@@ -27,6 +28,29 @@ MIN_SECONDS_BETWEEN_STEP_EVENTS = 1.0
 REPORT_WRITE_ATTEMPTS = 10
 REPORT_WRITE_MAX_DELAY_SECONDS = 5.0
 T = TypeVar("T")
+
+
+class Throughput:
+    """Steps per second of this run, from its first step on, and when the run will end at that pace.
+
+    Measured over the whole run so far, so the pace includes each epoch's evaluation and checkpoint
+    once the first epoch has ended.
+    """
+
+    def __init__(self) -> None:
+        self._first: tuple[int, float] | None = None  # (step, monotonic time) of the run's first step
+
+    def note(self, step: int) -> None:
+        if self._first is None:
+            self._first = (step, time.monotonic())
+
+    def estimated_finish(self, step: int, total_steps: int) -> int | None:
+        """Unix seconds at which the last step should end; None until two steps have been timed."""
+        if self._first is None or step <= self._first[0]:
+            return None
+        first_step, first_at = self._first
+        seconds_per_step = (time.monotonic() - first_at) / (step - first_step)
+        return round(time.time() + seconds_per_step * (total_steps - step))
 
 
 class DatabaseReporter:
@@ -48,6 +72,7 @@ class DatabaseReporter:
         self._last_write = 0.0
         self._loss_sum = 0.0
         self._loss_steps = 0
+        self._throughput = Throughput()
 
     def run_started(self, *, trainable_parameters: int, total_parameters: int, total_steps: int, examples: int) -> None:
         share = 100.0 * trainable_parameters / max(total_parameters, 1)
@@ -76,15 +101,31 @@ class DatabaseReporter:
 
         self._write(write)
 
+    def freeze_plan_changed(self, plan: FreezePlan) -> None:
+        def write(session: Session) -> None:
+            runs.record_progress(session, self._job_id, self._attempt, freeze_plan=plan.as_dict())
+            events.append_event(
+                session,
+                self._job_id,
+                f"Epoch {plan.epoch}: {plan.summary()}",
+                data={"freeze_plan": plan.as_dict()},
+            )
+
+        self._write(write)
+
     def step_finished(self, progress: StepProgress) -> None:
         self._loss_sum += progress.train_loss
         self._loss_steps += 1
+        self._throughput.note(progress.step)
         now = time.perf_counter()
         is_edge = progress.step in (1, progress.total_steps)
         if not is_edge and now - self._last_write < MIN_SECONDS_BETWEEN_STEP_EVENTS:
             return
         data: dict[str, Any] = progress.as_dict()
         data["train_loss"] = self._loss_sum / self._loss_steps
+        estimated_finish = self._throughput.estimated_finish(progress.step, progress.total_steps)
+        if estimated_finish is not None:
+            data["estimated_finish"] = estimated_finish
         self._loss_sum, self._loss_steps, self._last_write = 0.0, 0, now
         percent = round(100.0 * progress.step / max(progress.total_steps, 1), 2)
 
@@ -100,6 +141,7 @@ class DatabaseReporter:
                     "total_steps": progress.total_steps,
                     "epoch": progress.epoch,
                     "percent": percent,
+                    "estimated_finish": estimated_finish,
                 },
             )
             events.append_event(

@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from models.errors import JobErrorCode
+from models.log_context import job_log_context
 from models.services import artifacts, checkpoints, dispatch, files, jobs, quotas, runs
 from models.services.artifacts import ArtifactKind
 from models.services.quotas import StorageQuotaExceeded
@@ -106,6 +107,11 @@ def run_job(job_id: str, settings: RunnerSettings, stop_requested: Callable[[], 
     `stop_requested` is polled at each heartbeat; once it is true (the worker is shutting down)
     the training process checkpoints and stops, and the job is handed back to the queue.
     """
+    with job_log_context(job_id):
+        _run_job(job_id, settings, stop_requested)
+
+
+def _run_job(job_id: str, settings: RunnerSettings, stop_requested: Callable[[], bool]) -> None:
     if stop_requested():
         # A stopping worker takes no new job; the job stays `queued` in the database, and a
         # worker's sweep re-sends it (worker.reconciler).

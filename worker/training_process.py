@@ -31,6 +31,7 @@ from setproctitle import setproctitle
 from sqlalchemy.exc import DBAPIError
 
 from models.errors import JobErrorCode
+from models.log_context import LogFormat, configure_json_logging, job_id_var
 from models.services.checkpoints import checkpoint_blob_keys_newest_first
 from models.services.runs import LeaseLost
 from models.settings import Settings
@@ -178,8 +179,11 @@ def train_job(
 def main(argv: list[str]) -> int:
     die_with_parent()
     stop_signal = StopSignal()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [training] %(message)s")
     settings = Settings()
+    if settings.log_format is LogFormat.json:
+        configure_json_logging(level="INFO", process="training")
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [training] %(message)s")
     pool = ModelPool(settings.model_pool_size)
     preload_templates(pool, json.loads(argv[1]) if len(argv) > 1 else [])
     request = wait_for_job(stop_signal)
@@ -187,6 +191,7 @@ def main(argv: list[str]) -> int:
         return EXIT_STOPPED
     setproctitle(" ".join([sys.executable, "-m", "worker.training_process", request.job_id, str(request.attempt)]))
     job_id, attempt = request.job_id, request.attempt
+    job_id_var.set(job_id)  # every line of this process is about this one job
     outcome: RunOutcome
     try:
         outcome = train_job(settings, request, stop_signal, pool)

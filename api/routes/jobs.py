@@ -6,12 +6,14 @@ import logging
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
+from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
+from api import event_streams
 from api.deps import DataLimitsDep, SessionDep, SettingsDep, StoreDep, TenantDep, get_bearer_key
 from api.ranges import DOWNLOAD_RESPONSES, file_download
 from api.routing import SessionReleasingRoute
@@ -19,13 +21,14 @@ from models.errors import InvalidRequest, ServiceUnavailable
 from models.services import artifacts, checkpoints, dispatch, events, job_reads, job_views, jobs, quotas, tenants
 from models.services.dispatch import Dispatched, IfBrokerDown
 from models.settings import Settings
+from models.states import JobStatus
 from models.storage.database import run_read, session_scope
 from models.storage.read_pool import AsyncReadPool
 from models.unicode_text import unstorable_text_fault
 from models.wire.checkpoints import CheckpointRead
 from models.wire.common import MAX_LIST_LIMIT, ErrorResponse, ListPage, UserText
 from models.wire.events import EventRead
-from models.wire.jobs import JobCreate, JobRead
+from models.wire.jobs import JobCreate, JobPreviewRead, JobRead
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], route_class=SessionReleasingRoute)
@@ -101,6 +104,17 @@ def create_fine_tuning_job(
     return job_views.job_read(job)
 
 
+@router.post("/preview")
+def preview_fine_tuning_job(
+    spec: JobCreate, tenant_id: TenantDep, session: SessionDep, store: StoreDep, limits: DataLimitsDep
+) -> JobPreviewRead:
+    """What creating a job from this body would train with, every "auto" resolved; nothing is created.
+
+    The same checks as creation, with the same errors (quotas aside: nothing is taken).
+    """
+    return job_views.preview_read(spec, jobs.plan_job(session, tenant_id, spec, store=store, limits=limits))
+
+
 def metadata_filter(request: Request) -> dict[str, str]:
     """The `metadata[key]=value` query parameters as a dict; 400 naming one that holds unstorable text."""
     metadata = {}
@@ -120,10 +134,16 @@ def list_fine_tuning_jobs(
     session: SessionDep,
     after: UserText | None = None,
     limit: LimitQuery = 20,
+    status: Annotated[
+        list[JobStatus] | None, Query(description="Only jobs in these statuses (repeat the parameter for several).")
+    ] = None,
 ) -> ListPage[JobRead]:
     metadata = metadata_filter(request)
+    statuses = frozenset(status) if status else None
     data, has_more = job_views.fill_page(
-        lambda cursor, count: jobs.list_jobs(session, tenant_id, after=cursor, limit=count, metadata=metadata or None),
+        lambda cursor, count: jobs.list_jobs(
+            session, tenant_id, after=cursor, limit=count, metadata=metadata or None, statuses=statuses
+        ),
         job_views.job_read,
         after=after,
         limit=limit,
@@ -227,12 +247,43 @@ def resume_fine_tuning_job(job_id: str, tenant_id: TenantDep, session: SessionDe
     return resumed
 
 
-@router.get("/{job_id}/events")
+@router.get(
+    "/{job_id}/events",
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "A page of events; with `stream=true`, Server-Sent Events (see the README)",
+        }
+    },
+)
 def list_fine_tuning_events(
-    job_id: str, tenant_id: TenantDep, session: SessionDep, after: UserText | None = None, limit: EventLimitQuery = 20
-) -> ListPage[EventRead]:
-    """Newest first, up to events.MAX_EVENT_PAGE_LIMIT a page; pass a page's last id as `after` for the next."""
+    request: Request,
+    job_id: str,
+    tenant_id: TenantDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    after: UserText | None = None,
+    limit: EventLimitQuery = 20,
+    stream: bool = False,
+    last_event_id: Annotated[UserText | None, Header(alias="last-event-id", include_in_schema=False)] = None,
+) -> Any:
+    """Newest first, up to events.MAX_EVENT_PAGE_LIMIT a page; pass a page's last id as `after` for the next.
+
+    With `stream=true`: every event oldest first (after the one named by the `Last-Event-ID` header,
+    when sent), then each new one as it is written, then an `end` message once the job has ended
+    (api.event_streams). The stream holds no database connection while it waits.
+    """
     job = jobs.get_job(session, tenant_id, job_id)
+    if stream:
+        cursor = event_streams.resume_point(session.connection(), job.id, last_event_id)
+        source = event_streams.StreamSource(
+            request.app.state.event_feed, settings.database_url, request.app.state.read_limiter
+        )
+        return EventSourceResponse(
+            event_streams.job_event_messages(source, job.id, cursor),
+            ping=settings.event_stream_heartbeat_seconds,
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        )
     data, has_more = job_views.fill_page(
         lambda cursor, count: events.list_events(session, job.id, after=cursor, limit=count),
         job_views.event_read,

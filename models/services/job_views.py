@@ -12,10 +12,12 @@ from pydantic_core import PydanticSerializationError
 
 from models.errors import GraftError
 from models.services.checkpoints import checkpoint_model_name
+from models.services.jobs import JobPlan
 from models.storage.tables import Checkpoint, Job, JobEvent
+from models.strategies.specs import parse_strategy
 from models.wire.checkpoints import CheckpointRead
 from models.wire.events import EventRead
-from models.wire.jobs import JobRead
+from models.wire.jobs import HyperparametersRead, JobCreate, JobPreviewRead, JobRead
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,23 @@ def job_body(job: Job) -> bytes:
     except (ValueError, TypeError, PydanticSerializationError):
         # Rebuilt on the careful path, which says what is wrong (and logs it) or repairs it.
         return job_read(job).model_dump_json().encode()
+
+
+def preview_read(spec: JobCreate, plan: JobPlan) -> JobPreviewRead:
+    """The preview of a create request from what `jobs.plan_job` resolved."""
+    storage = plan.storage
+    return JobPreviewRead(
+        model=plan.base_model.id,
+        task=spec.task,
+        strategy=parse_strategy(plan.strategy.model_dump(mode="json")),
+        hyperparameters=HyperparametersRead(**plan.hyperparameters.as_dict()),
+        labels=list(plan.task_settings.get("labels", [])),
+        training_file=plan.training.id,
+        validation_file=plan.validation.id if plan.validation else None,
+        trainable_parameters=storage.trainable_parameters if storage else None,
+        total_parameters=storage.total_parameters if storage else None,
+        estimated_stored_bytes=storage.peak_bytes if storage else None,
+    )
 
 
 def event_read(event: JobEvent) -> EventRead:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, tuple_, update
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from models.architectures import is_known_architecture
 from models.errors import InvalidFile, InvalidRequest, InvalidTransition, NotFound
+from models.hyperparameters import ResolvedHyperparameters
 from models.ids import IdPrefix, is_well_formed, new_id
 from models.services import catalog, events
 from models.services.events import JobControl
@@ -17,10 +19,11 @@ from models.services.files import get_file, record_task_summary
 from models.services.job_settings import resolve_hyperparameters
 from models.services.quotas import TenantQuotas, ensure_job_slot, ensure_room_for_job
 from models.services.runs import transition_job
-from models.services.storage_estimates import estimate_job_storage
+from models.services.storage_estimates import JobStorageEstimate, estimate_job_storage
 from models.states import TERMINAL_STATUSES, JobStatus
 from models.storage.blobs import ArtifactStore
-from models.storage.tables import File, Job, utc_now
+from models.storage.tables import BaseModel, File, Job, utc_now
+from models.strategies.common import StrategySpecBase
 from models.strategies.names import StrategyType
 from models.tasks.names import Task
 from models.tasks.registry import task_format
@@ -29,23 +32,26 @@ from models.wire.files import FilePurpose, FileStatus
 from models.wire.jobs import JobCreate
 
 
-def create_job(
-    session: Session,
-    tenant_id: str,
-    spec: JobCreate,
-    *,
-    quotas: TenantQuotas,
-    store: ArtifactStore,
-    limits: DataLimits,
-) -> Job:
-    """Validate a request against the catalog and the files, and insert the job as `queued`.
+@dataclass(frozen=True)
+class JobPlan:
+    """What a create request resolves to before anything is stored: every "auto" filled in."""
 
-    Every "auto" is resolved here, so the job row records the values training will use.
-    Raises InvalidRequest naming the field at fault, QuotaExceeded at the tenant's job limit,
-    PayloadTooLarge (`param` max_stored_bytes) when the job's estimated storage does not fit.
-    Does not commit.
+    base_model: BaseModel
+    training: File
+    validation: File | None
+    task_settings: dict[str, Any]
+    strategy: StrategySpecBase
+    hyperparameters: ResolvedHyperparameters
+    training_description: str
+    storage: JobStorageEstimate | None  # None when the catalog has no parameter counts for the model
+
+
+def plan_job(session: Session, tenant_id: str, spec: JobCreate, *, store: ArtifactStore, limits: DataLimits) -> JobPlan:
+    """Check a request against the catalog and the files, and resolve what the job would train with.
+
+    Raises InvalidRequest naming the field at fault (InvalidFile naming the file's line). May
+    remember a file's validation for the job's task (files.record_task_summary); does not commit.
     """
-    ensure_job_slot(session, tenant_id, quotas)
     try:
         base_model = catalog.get_base_model(session, spec.model)
     except NotFound as error:
@@ -75,17 +81,47 @@ def create_job(
         metrics=rules.metrics,
         has_validation_file=validation is not None,
     )
-    ensure_room_for_job(session, tenant_id, quotas, estimate_job_storage(base_model, strategy, hyperparameters))
+    return JobPlan(
+        base_model=base_model,
+        training=training,
+        validation=validation,
+        task_settings=task_settings,
+        strategy=strategy,
+        hyperparameters=hyperparameters,
+        training_description=rules.describe(training_summary),
+        storage=estimate_job_storage(base_model, strategy, hyperparameters),
+    )
+
+
+def create_job(
+    session: Session,
+    tenant_id: str,
+    spec: JobCreate,
+    *,
+    quotas: TenantQuotas,
+    store: ArtifactStore,
+    limits: DataLimits,
+) -> Job:
+    """Validate a request (plan_job), check the tenant's quotas, and insert the job as `queued`.
+
+    Every "auto" is resolved here, so the job row records the values training will use.
+    Raises InvalidRequest naming the field at fault, QuotaExceeded at the tenant's job limit,
+    PayloadTooLarge (`param` max_stored_bytes) when the job's estimated storage does not fit.
+    Does not commit.
+    """
+    ensure_job_slot(session, tenant_id, quotas)
+    plan = plan_job(session, tenant_id, spec, store=store, limits=limits)
+    ensure_room_for_job(session, tenant_id, quotas, plan.storage)
     job = Job(
         id=new_id(IdPrefix.job),
         tenant_id=tenant_id,
-        base_model_id=base_model.id,
-        training_file_id=training.id,
-        validation_file_id=validation.id if validation else None,
+        base_model_id=plan.base_model.id,
+        training_file_id=plan.training.id,
+        validation_file_id=plan.validation.id if plan.validation else None,
         task=spec.task.value,
-        strategy=strategy.model_dump(mode="json"),
-        hyperparameters=hyperparameters.as_dict(),
-        task_settings=task_settings,
+        strategy=plan.strategy.model_dump(mode="json"),
+        hyperparameters=plan.hyperparameters.as_dict(),
+        task_settings=plan.task_settings,
         seed=spec.seed if spec.seed is not None else secrets.randbelow(2**31),
         suffix=spec.suffix,
         user_metadata=spec.metadata,
@@ -98,7 +134,7 @@ def create_job(
     events.append_event(
         session,
         job.id,
-        f"Validated training file {training.id} for {spec.task.value}: {rules.describe(training_summary)}",
+        f"Validated training file {plan.training.id} for {spec.task.value}: {plan.training_description}",
     )
     events.append_event(session, job.id, "Job queued")
     return job
@@ -117,10 +153,21 @@ def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
 
 
 def list_jobs(
-    session: Session, tenant_id: str, *, after: str | None, limit: int, metadata: dict[str, str] | None = None
+    session: Session,
+    tenant_id: str,
+    *,
+    after: str | None,
+    limit: int,
+    metadata: dict[str, str] | None = None,
+    statuses: frozenset[JobStatus] | None = None,
 ) -> tuple[list[Job], bool]:
-    """Newest first; `after` is the last job id of the previous page. Returns (jobs, has_more)."""
+    """Newest first, of `statuses` only when given; `after` is the last job id of the previous page.
+
+    Returns (jobs, has_more).
+    """
     query = select(Job).where(Job.tenant_id == tenant_id)
+    if statuses:
+        query = query.where(Job.status.in_(sorted(status.value for status in statuses)))
     if after is not None:
         try:
             cursor = get_job(session, tenant_id, after)

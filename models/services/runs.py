@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from models.errors import JobErrorCode
-from models.services import events
+from models.services import events, webhooks
 from models.services.events import EventLevel, JobControl
 from models.services.fine_tuned_models import fine_tuned_model_name
 from models.states import TERMINAL_STATUSES, JobStatus, sources_of
@@ -63,6 +63,7 @@ def transition_job(
     """The one way a status changes: `UPDATE … WHERE status IN (legal sources) [AND attempt = ?]`.
 
     Returns whether this call made the change; a racing writer makes it False, never both True.
+    A change to an end state (or `paused`) writes the tenant's webhook deliveries with it.
     """
     sources = sources_of(target) if only_from is None else sources_of(target) & {only_from}
     if attempt is not None:
@@ -75,7 +76,11 @@ def transition_job(
     result = session.execute(
         query.values(status=target.value, **(values or {})).execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    changed = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    if changed:
+        # In this transaction: the notification exists exactly when the change does (models.services.webhooks).
+        webhooks.record_job_notifications(session, job_id, target)
+    return changed
 
 
 def claim_job(session: Session, job_id: str, *, owner: str, lease_seconds: int) -> int | None:

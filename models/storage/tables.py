@@ -163,6 +163,8 @@ class Job(Base):
     progress: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     # The latest run's speed and footprint (models.wire.jobs.PerformanceRead), written with its progress.
     performance: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # What trains in the latest run's current epoch, unit by unit (worker.training.freeze_plan): {"epoch", "units"}.
+    freeze_plan: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     result_files: Mapped[list[Any]] = mapped_column(default=list)
     # With early stopping, the epoch whose weights were delivered: {"epoch", "step", "metrics"}.
     best_checkpoint: Mapped[dict[str, Any] | None] = mapped_column(default=None)
@@ -213,3 +215,58 @@ class ResultArtifact(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class WebhookEndpoint(Base):
+    """A URL of a tenant's that is told when its jobs end (or pause), for the events it chose."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[Any]] = mapped_column()
+    # The signing key, shown to the tenant once; the sender needs it whole to sign (HMAC), so it is kept as given.
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WebhookDelivery(Base):
+    """One notification to one endpoint, sent until it is answered 2xx or runs out of attempts.
+
+    Written in the transaction that changes the job's status (an outbox), so a notification is never
+    lost nor sent for a change that was rolled back; the workers' sender sends it.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the event id: `webhook-id` and the body's id
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)  # the JSON sent, fixed once, so every attempt signs the same bytes
+    status: Mapped[str] = mapped_column(String(16))  # pending, delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utc_now)
+    # While a sender holds it: no other sender takes it before then (a sender that died lets go this way).
+    claimed_until: Mapped[datetime | None] = mapped_column(default=None)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Worker(Base):
+    """A worker process that is, or was, alive: it renews `last_seen_at` while it runs (worker.liveness)."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)  # Celery's node name, unique per process
+    hostname: Mapped[str] = mapped_column(String(256))
+    started_at: Mapped[datetime] = mapped_column(default=utc_now)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utc_now, index=True)
+    # Per GPU the worker sees, read through NVML (no CUDA context): [{"index", "used_bytes", "total_bytes"}].
+    gpus: Mapped[list[Any]] = mapped_column(default=list)

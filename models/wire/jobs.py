@@ -226,6 +226,24 @@ class ProgressRead(BaseModel):
     percent: float
 
 
+class FreezePlanUnitRead(BaseModel):
+    name: str = Field(description='"embeddings", "layer 0" … "layer N-1", "body top" or "head".')
+    part: Literal["embeddings", "layers", "body_top", "head"]
+    state: Literal["frozen", "trainable", "partly_trainable", "new"] = Field(
+        description="`new`: the task head, initialised for this job; `partly_trainable`: some of its weights train."
+    )
+    parameters: int
+    trainable_parameters: int
+    learning_rate: float | None = Field(description="Peak learning rate of its training weights; null when frozen.")
+
+
+class FreezePlanRead(BaseModel):
+    """What trains in the current epoch, bottom to top; a Graft addition to the job object."""
+
+    epoch: int
+    units: list[FreezePlanUnitRead]
+
+
 class PerformanceRead(BaseModel):
     """How fast the latest run trains and what it holds; a Graft addition to the job object."""
 
@@ -241,6 +259,27 @@ class PerformanceRead(BaseModel):
         None,
         description="How the frozen layers ran: computed once and held in memory (`cached`), in a file "
         "(`memory_mapped`), at every step (`recomputed`), or `not_applicable` (nothing frozen).",
+    )
+
+
+class JobPreviewRead(BaseModel):
+    """What POST /v1/fine_tuning/jobs would create from the same body: the values training would use.
+
+    A Graft addition: nothing is stored, and the same body is refused with the same errors.
+    """
+
+    object: Literal["fine_tuning.job.preview"] = "fine_tuning.job.preview"
+    model: str
+    task: Task
+    strategy: StrategySpec
+    hyperparameters: HyperparametersRead
+    labels: list[str | int]
+    training_file: str
+    validation_file: str | None
+    trainable_parameters: int | None = Field(description="Parameters the strategy trains at most; null if unknown.")
+    total_parameters: int | None
+    estimated_stored_bytes: int | None = Field(
+        description="The job's peak storage (checkpoints while it runs, then the weights); null if unknown."
     )
 
 
@@ -274,6 +313,7 @@ class JobRead(BaseModel):
     performance: PerformanceRead | None = None
     attempt: int
     best_checkpoint: BestCheckpointRead | None = None
+    freeze_plan: FreezePlanRead | None = None
 
     @classmethod
     def from_row(cls, job: Job) -> JobRead:
@@ -308,6 +348,8 @@ class JobRead(BaseModel):
             trainable_parameters=job.trainable_parameters,
             total_parameters=job.total_parameters,
             progress=ProgressRead(**job.progress) if job.progress else None,
+            estimated_finish=(job.progress or {}).get("estimated_finish") if job.status == JobStatus.running else None,
+            freeze_plan=FreezePlanRead(**job.freeze_plan) if job.freeze_plan else None,
             performance=PerformanceRead(**job.performance) if job.performance else None,
             attempt=job.attempt,
         )

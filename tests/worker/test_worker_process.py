@@ -10,6 +10,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 from fastapi.testclient import TestClient
 
@@ -20,6 +21,7 @@ from models.storage.database import session_scope
 from models.storage.tables import Job
 from tests.conftest import jsonl_bytes, upload_file
 from tests.processes import running_worker, training_processes, wait_for
+from tests.webhook_receiver import running_receiver
 from tests.worker.training.conftest import sentiment_rows
 
 
@@ -93,6 +95,44 @@ def test_worker_trains_a_queued_job_to_succeeded_with_events_checkpoints_and_wei
     assert client.get(f"/v1/files/{result_file}", headers=auth).json()["purpose"] == "fine-tune-results"
     models = [m["id"] for m in client.get("/v1/models", headers=auth).json()["data"]]
     assert job["fine_tuned_model"] in models
+
+
+def test_a_running_job_shows_its_freeze_plan_and_finish_estimate_and_its_webhook_arrives_signed(
+    client: TestClient, auth: dict[str, str], tiny_bert: str, worker: subprocess.Popen[bytes]
+) -> None:
+    with running_receiver() as receiver:
+        secret = client.post(
+            "/v1/webhooks", headers=auth, json={"url": receiver.url, "events": ["fine_tuning.job.succeeded"]}
+        ).json()["secret"]
+        job_id = create_job(
+            client, auth, tiny_bert, strategy="partial", hyperparameters={"n_epochs": 30, "batch_size": 4}
+        )
+        running = wait_for(
+            lambda: (job := job_of(client, auth, job_id))["estimated_finish"] and job,
+            timeout=120,
+            interval=0.2,
+            what="an estimated finish",
+        )
+        wait_for_status(client, auth, job_id, "succeeded", timeout=300)
+        wait_for(lambda: receiver.requests, timeout=30, what="the webhook")
+
+    assert running["status"] == "running" and running["estimated_finish"] > running["created_at"]
+    plan = running["freeze_plan"]
+    assert plan["epoch"] >= 1
+    assert [(unit["name"], unit["state"]) for unit in plan["units"]] == [
+        ("embeddings", "frozen"),
+        ("layer 0", "frozen"),
+        ("layer 1", "trainable"),
+        ("head", "new"),
+    ]
+    [request] = receiver.requests
+    event = openai.OpenAI(api_key="unused", webhook_secret=secret).webhooks.unwrap(
+        request.body.decode(), request.headers
+    )
+    assert (event.type, event.data.id) == ("fine_tuning.job.succeeded", job_id)
+    assert job_of(client, auth, job_id)["estimated_finish"] is None  # only while it runs
+    events = client.get(f"/v1/fine_tuning/jobs/{job_id}/events?limit=5", headers=auth).json()["data"]
+    assert any(e["message"].startswith("Webhook fine_tuning.job.succeeded delivered") for e in events)
 
 
 def test_a_second_job_on_a_warm_worker_reuses_its_base_model_and_cached_features_and_reports_its_speed(

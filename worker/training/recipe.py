@@ -29,6 +29,7 @@ from worker.training.checkpoints import (
 )
 from worker.training.early_stopping import BestEpoch, BestEpochTracker
 from worker.training.export import ExportManifest, export_model_archive
+from worker.training.freeze_plan import FreezePlan, freeze_plan
 from worker.training.reporting import Reporter, StepProgress, TrainingFailure
 from worker.training.run_spec import DataFile, RunSpec
 from worker.training.speedups.collector import long_lived_objects_frozen
@@ -155,6 +156,7 @@ class FineTuningRecipe:
         self.features = self._frozen_layer_features(anatomy.layers)
         self.features.use_depth(self.strategy.frozen_layers())
         self.last_progress: StepProgress | None = None
+        self.plan: FreezePlan | None = None
         self.reporter.run_started(
             trainable_parameters=self.trainable_parameters,
             total_parameters=sum(p.numel() for p in self.network.parameters()),
@@ -279,8 +281,13 @@ class FineTuningRecipe:
         return served if served is not None else self.accelerator.to_device(examples.batch(indices))
 
     def start_epoch(self, epoch: int) -> None:
-        """Let the strategy set what trains, then serve the frozen layers' states for its frozen depth."""
+        """Let the strategy set what trains (and report it when it changed), then serve the frozen layers'
+        states for its frozen depth."""
         self.strategy.on_epoch_start(epoch)
+        plan = freeze_plan(epoch, self.network, self.layout.anatomy, self.optimizer)
+        if not plan.same_layout_as(self.plan):
+            self.plan = plan
+            self.reporter.freeze_plan_changed(plan)
         self.features.use_depth(self.strategy.frozen_layers())
         self.features.prepare(FileRole.training)
         self.network.train()

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from models.checkpoint_kinds import CheckpointKind
 from models.errors import JobErrorCode
+from worker.training.freeze_plan import FreezePlan
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class Reporter(Protocol):
         self, *, trainable_parameters: int, total_parameters: int, total_steps: int, examples: int
     ) -> None: ...
 
+    def freeze_plan_changed(self, plan: FreezePlan) -> None:
+        """What trains changed: at the first epoch of a run, and at each epoch a schedule changes it."""
+
     def step_finished(self, progress: StepProgress) -> None:
         """Called after every optimiser step; implementations decide how often to persist."""
 
@@ -82,6 +86,10 @@ class FanOutReporter:
                 total_steps=total_steps,
                 examples=examples,
             )
+
+    def freeze_plan_changed(self, plan: FreezePlan) -> None:
+        for reporter in self._reporters:
+            reporter.freeze_plan_changed(plan)
 
     def step_finished(self, progress: StepProgress) -> None:
         for reporter in self._reporters:

@@ -19,6 +19,7 @@ from models.tasks.names import Task
 from models.tasks.text_classification import DataFormat, summarize_file
 from tests.conftest import write_jsonl
 from worker.training.export import extract_model_archive
+from worker.training.freeze_plan import FreezePlan
 from worker.training.recipe import FineTuningRecipe, RunControl
 from worker.training.reporting import StepProgress
 from worker.training.run_spec import DataFile, RunSpec
@@ -34,9 +35,13 @@ class RecordingReporter:
     epochs: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     started: dict[str, int] = field(default_factory=dict)
+    plans: list[FreezePlan] = field(default_factory=list)
 
     def run_started(self, **counts: int) -> None:
         self.started = counts
+
+    def freeze_plan_changed(self, plan: FreezePlan) -> None:
+        self.plans.append(plan)
 
     def step_finished(self, progress: StepProgress) -> None:
         self.steps.append(progress)
