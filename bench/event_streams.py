@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import platform
+import random
 import statistics
 import tempfile
 import time
@@ -70,13 +71,15 @@ def create_jobs(api: Api, key: str, file_id: str, count: int) -> list[str]:
     return job_ids
 
 
-def server_connections(database_url: str) -> int:
+def server_connections(database_url: str) -> dict[str, int]:
+    """The server's client connections: all of them (mostly idle in the processes' pools), and those in use."""
     with psycopg.connect(libpq_url(database_url), autocommit=True) as connection:
         row = connection.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            "SELECT count(*), count(*) FILTER (WHERE state <> 'idle') FROM pg_stat_activity "
+            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
         ).fetchone()
         assert row is not None
-        return int(row[0])
+        return {"open": int(row[0]), "in_use": int(row[1])}
 
 
 async def hold_streams(
@@ -123,7 +126,9 @@ async def hold_streams(
             if len(got) < expected:
                 raise BenchError(f"{marker}: {len(got)} of {expected} streams got it within 30 s")
             delays += [arrival - written_at for arrival in got]
-            await asyncio.sleep(1.0)
+            # A random pause: an event written at a fixed time after a delivery would always meet the poll
+            # at the same phase.
+            await asyncio.sleep(random.uniform(0.5, 1.5))
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -150,6 +155,9 @@ def measure_streams(service: Service, args: argparse.Namespace) -> dict[str, Any
         }
         held = asyncio.run(hold_streams(api, key, job_ids, args.streams, args.rounds, service.database_url))
         delays = held.pop("delays")
+        with httpx.Client(base_url=api.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
+            for job_id in job_ids:  # free the tenant's job quota
+                http.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
     return {
         "streams": args.streams,
         "jobs": args.jobs,
@@ -157,7 +165,7 @@ def measure_streams(service: Service, args: argparse.Namespace) -> dict[str, Any
         "with_streams": held,
         "api_rss_growth_kib": held["api_rss_kib"] - before["api_rss_kib"],
         "api_rss_kib_per_stream": (held["api_rss_kib"] - before["api_rss_kib"]) / args.streams,
-        "connection_growth": held["server_connections"] - before["server_connections"],
+        "connections_in_use_with_streams": held["server_connections"]["in_use"],
         "delivery_seconds": {
             "p50": statistics.median(delays),
             "p99": percentile(delays, 99),
@@ -243,7 +251,7 @@ def step_event_times(database_url: str, job_id: str) -> dict[int, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=200)
-    parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument("--jobs", type=int, default=8, help="at most the tenant quota (8 by default)")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--dashboard", action="store_true", help="also time a training step to the dashboard's curve")
     parser.add_argument("--dashboard-rows", type=int, default=400)
@@ -252,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "machine": platform.platform()}
     with tempfile.TemporaryDirectory(prefix="graft-bench-streams-") as folder, contextlib.ExitStack() as stack:
         root = Path(folder)
+        root.chmod(0o755)  # the postgres user must reach its data folder inside
         service = Service(root, start_postgres(root, stack), start_redis(root, stack), "WARNING")
         service.graft("migrate")
         report["streams"] = measure_streams(service, args)
@@ -260,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{streams['streams']} streams on {streams['jobs']} jobs: API RSS {before['api_rss_kib'] / 1024:.1f} → "
             f"{held['api_rss_kib'] / 1024:.1f} MiB ({streams['api_rss_kib_per_stream']:.1f} KiB per stream); "
-            f"server connections {before['server_connections']} → {held['server_connections']}"
+            f"server connections open {before['server_connections']['open']} → {held['server_connections']['open']} "
+            f"(the pools' idle ones), in use {before['server_connections']['in_use']} → "
+            f"{held['server_connections']['in_use']}"
         )
         delivery = streams["delivery_seconds"]
         print(
