@@ -58,7 +58,7 @@ class WatchState:
             parts.append(f"loss {self.train_loss:.4f}")
         if self.metric is not None:
             parts.append(f"{self.metric[0]} {self.metric[1]:.4f}")
-        if self.estimated_finish is not None:
+        if self.estimated_finish is not None and self.step != self.total_steps:
             parts.append(f"ETA {format_remaining(self.estimated_finish - time.time())}")
         return " · ".join(parts) or "waiting for the first step"
 

@@ -103,7 +103,7 @@ export async function showFiles({ view, signOut }) {
     const lines = head.split("\n").slice(0, PREVIEW_ROWS).filter((line) => line.trim() !== "");
     const shown = lines.map((line) => {
       try {
-        return JSON.stringify(JSON.parse(line), null, 1);
+        return JSON.stringify(JSON.parse(line));
       } catch {
         return line; // CSV, or a line cut at the end of the range
       }
