@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
-from fastapi.testclient import TestClient
 
-from api.main import create_app
-from models.services import event_stream_reads, events, tenants
+from models.services import event_stream_reads, events
 from models.services.event_stream_reads import StreamCursor, poll_jobs
 from models.settings import Settings
 from models.storage.database import run_read, session_factory, session_scope
 from tests.api.test_event_streams import (  # noqa: F401 - collected here again, against PostgreSQL
     served,
+    stream_settings,
     test_a_finished_jobs_stream_replays_its_events_oldest_first_then_ends,
     test_a_live_stream_carries_new_events_as_they_are_written_and_closes_when_the_job_ends,
     test_a_stream_resumes_after_its_last_event_id,
     test_many_streams_share_one_database_read_per_poll,
 )
-from tests.conftest import jsonl_bytes, upload_file
 
 pytestmark = pytest.mark.integration
 
@@ -30,43 +27,8 @@ def settings(production_settings: Settings) -> Settings:
     return production_settings
 
 
-@pytest.fixture
-def stream_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"event_stream_poll_seconds": 0.05, "event_stream_heartbeat_seconds": 0.2})
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def auth(settings: Settings) -> dict[str, str]:
-    with session_scope(settings.database_url) as session:
-        _, key = tenants.create_api_key(session, tenants.create_tenant(session, "acme"))
-    return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def new_job(client: TestClient, auth: dict[str, str], settings: Settings) -> Any:
-    from models.services import catalog
-
-    with session_scope(settings.database_url) as session:
-        catalog.ensure_default_base_model(session)
-    file_id = upload_file(client, auth, jsonl_bytes([{"text": f"t{i}", "label": i % 2} for i in range(8)]))
-
-    def _create() -> str:
-        response = client.post("/v1/fine_tuning/jobs", headers=auth, json={"training_file": file_id})
-        assert response.status_code == 200, response.text
-        job_id: str = response.json()["id"]
-        return job_id
-
-    return _create
-
-
 def test_an_event_whose_transaction_commits_after_a_later_ones_still_reaches_the_poll(
-    settings: Settings, new_job: Any
+    settings: Settings, new_job: Callable[[], str]
 ) -> None:
     job_id = new_job()
     cursor = StreamCursor.at(run_read(settings.database_url, event_stream_reads.newest_sequence))

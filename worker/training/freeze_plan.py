@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from worker.training.anatomy import Anatomy
+from worker.training.strategies.layer_groups import parameters_of
 
 
 class UnitState(StrEnum):
@@ -84,12 +85,8 @@ def _peak_rates(optimizer: torch.optim.Optimizer) -> dict[int, float]:
 
 def _unclaimed(modules: Iterable[nn.Module], claimed: set[int]) -> list[nn.Parameter]:
     """The modules' parameters that no lower unit holds: a tied weight is drawn once, where it sits lowest."""
-    found = []
-    for module in modules:
-        for parameter in module.parameters():
-            if id(parameter) not in claimed:
-                claimed.add(id(parameter))
-                found.append(parameter)
+    found = [parameter for parameter in parameters_of(modules) if id(parameter) not in claimed]
+    claimed.update(id(parameter) for parameter in found)
     return found
 
 
