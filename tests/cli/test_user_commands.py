@@ -172,3 +172,19 @@ def test_webhooks_add_shows_the_secret_once_list_and_delete(served: ServedApp, k
     assert (endpoint["events"], endpoint["secret"]) == (["fine_tuning.job.failed"], None)
     code, output = graft(served, key, "webhooks", "delete", endpoint["id"])
     assert (code, output.strip()) == (0, f"deleted {endpoint['id']}")
+
+
+def test_pause_resume_and_cancel_steer_a_queued_job_and_get_shows_it(
+    served: ServedApp, key: str, tiny_bert: str, tmp_path: Path
+) -> None:
+    file_id = uploaded(served, key, tmp_path)
+    code, output = graft(served, key, "jobs", "create", "--training-file", file_id, "--model", tiny_bert, "--json")
+    job_id = json.loads(output)["id"]
+
+    steps = [graft(served, key, "jobs", action, job_id) for action in ("pause", "resume", "cancel")]
+
+    assert steps == [(0, f"{job_id}: paused\n"), (0, f"{job_id}: queued\n"), (0, f"{job_id}: cancelled\n")]
+    code, output = graft(served, key, "jobs", "get", job_id)
+    assert code == 0 and "cancelled" in output and tiny_bert in output
+    code, output = graft(served, key, "jobs", "cancel", job_id)
+    assert code == 2 and "already ended" in output
