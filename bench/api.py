@@ -59,8 +59,10 @@ from models.ids import IdPrefix, new_id
 from models.services import catalog, jobs, quotas, runs, tenants
 from models.settings import Settings
 from models.states import JobStatus
+from models.storage.blobs import ArtifactStore
 from models.storage.database import close_engine, session_scope
 from models.storage.tables import Job
+from models.tasks.text_classification import DataLimits
 from models.wire.jobs import JobCreate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -456,11 +458,14 @@ def upload_small_file(api: Api, key: str) -> str:
 def template_job(service: Service, tenant_id: str, file_id: str) -> dict[str, Any]:
     """A job made by the domain code itself (never sent to a worker): the columns every seeded job copies."""
     with session_scope(service.database_url) as session:
+        settings = service.settings
         job = jobs.create_job(
             session,
             tenant_id,
             JobCreate(training_file=file_id),
-            quotas=quotas.quotas_of(session, tenant_id, service.settings),
+            quotas=quotas.quotas_of(session, tenant_id, settings),
+            store=ArtifactStore(settings.artifacts),
+            limits=DataLimits(max_label_chars=settings.max_label_chars, max_labels=settings.max_labels),
         )
         runs.transition_job(session, job.id, JobStatus.cancelled)
         session.flush()

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from models.services import catalog
 from models.settings import Settings
-from tests.conftest import jsonl_bytes, make_tenant_key
+from models.storage.database import close_engine, session_scope
+from tests.conftest import TINY_BERT_ID, jsonl_bytes, make_tenant_key
 from tests.live_api import LiveApi, running_api
 from tests.processes import running_worker, wait_for
 from tests.worker.training.conftest import sentiment_rows
@@ -41,15 +44,47 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-@pytest.fixture
-def service(settings: Settings, tiny_bert: str, tmp_path: Path) -> Iterator[LiveApi]:
-    with running_worker(settings, tmp_path / "worker.log"), running_api(settings, tmp_path / "api.log") as api:
+@pytest.fixture(scope="module")
+def dashboard_settings(template_database: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """One service for the module's tests (each signs in as a tenant of its own): starting it is the slow part."""
+    data_dir = tmp_path_factory.mktemp("dashboard") / "var"
+    data_dir.mkdir()
+    shutil.copy(template_database, data_dir / "graft.db")
+    configured = Settings(
+        data_dir=data_dir,
+        database_url=f"sqlite:///{data_dir / 'graft.db'}",
+        broker_url=f"sqla+sqlite:///{data_dir / 'broker.db'}",
+        max_upload_bytes=5 * 1024 * 1024,
+        heartbeat_seconds=0.5,
+        lease_seconds=30,
+        stop_grace_seconds=10.0,
+        tenant_max_active_jobs=1000,
+        sweep_interval_seconds=0.5,
+    )
+    yield configured
+    close_engine(configured.database_url)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(dashboard_settings: Settings, tiny_bert_folder: Path) -> str:
+    with session_scope(dashboard_settings.database_url) as session:
+        catalog.register_base_model(session, TINY_BERT_ID, str(tiny_bert_folder))
+    return TINY_BERT_ID
+
+
+@pytest.fixture(scope="module")
+def service(dashboard_settings: Settings, tiny_bert: str) -> Iterator[LiveApi]:
+    logs = dashboard_settings.data_dir.parent
+    with (
+        running_worker(dashboard_settings, logs / "worker.log"),
+        running_api(dashboard_settings, logs / "api.log") as api,
+    ):
         yield api
 
 
 @pytest.fixture
-def key(settings: Settings) -> str:
-    return make_tenant_key(settings, "dashboard-user")
+def key(dashboard_settings: Settings) -> str:
+    return make_tenant_key(dashboard_settings, f"dashboard-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture
@@ -139,7 +174,7 @@ def test_files_page_uploads_shows_a_bad_files_line_previews_and_deletes(page: Pa
 
 
 def test_new_job_form_shows_the_defaults_then_the_job_page_draws_live_curves_and_the_freeze_plan(
-    page: Page, key: str, service: LiveApi, settings: Settings, tiny_bert: str
+    page: Page, key: str, service: LiveApi, tiny_bert: str
 ) -> None:
     with api_client(service, key) as http:
         upload = http.post(

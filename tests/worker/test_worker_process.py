@@ -105,7 +105,7 @@ def test_a_running_job_shows_its_freeze_plan_and_finish_estimate_and_its_webhook
             "/v1/webhooks", headers=auth, json={"url": receiver.url, "events": ["fine_tuning.job.succeeded"]}
         ).json()["secret"]
         job_id = create_job(
-            client, auth, tiny_bert, strategy="partial", hyperparameters={"n_epochs": 30, "batch_size": 4}
+            client, auth, tiny_bert, strategy="partial", hyperparameters={"n_epochs": 15, "batch_size": 4}
         )
         running = wait_for(
             lambda: (job := job_of(client, auth, job_id))["estimated_finish"] and job,
